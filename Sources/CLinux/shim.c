@@ -1,0 +1,105 @@
+#define _GNU_SOURCE
+#include "CLinux.h"
+
+#include <errno.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <sched.h>
+#include <linux/sched.h>
+
+long cl_ptrace(long request, pid_t pid, void *addr, void *data) {
+    return ptrace((enum __ptrace_request)request, pid, addr, data);
+}
+
+long cl_process_vm_readv(pid_t pid, void *local, size_t length, uint64_t remote) {
+    struct iovec l = { local, length }, r = { (void *)(uintptr_t)remote, length };
+    return process_vm_readv(pid, &l, 1, &r, 1, 0);
+}
+
+long cl_process_vm_writev(pid_t pid, const void *local, size_t length, uint64_t remote) {
+    struct iovec l = { (void *)local, length }, r = { (void *)(uintptr_t)remote, length };
+    return process_vm_writev(pid, &l, 1, &r, 1, 0);
+}
+
+int cl_wifexited(int status) { return WIFEXITED(status); }
+int cl_wexitstatus(int status) { return WEXITSTATUS(status); }
+int cl_wifsignaled(int status) { return WIFSIGNALED(status); }
+int cl_wtermsig(int status) { return WTERMSIG(status); }
+int cl_wifstopped(int status) { return WIFSTOPPED(status); }
+int cl_wstopsig(int status) { return WSTOPSIG(status); }
+int cl_wptrace_event(int status) { return (status >> 16) & 0xff; }
+
+int cl_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+
+// A raw syscall that never touches errno: the kernel's return value, -errno on failure.
+static inline long raw6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+    long ret;
+    register long r10 __asm__("r10") = a4;
+    register long r8 __asm__("r8") = a5;
+    register long r9 __asm__("r9") = a6;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+long cl_raw_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+    return raw6(nr, a1, a2, a3, a4, a5, a6);
+}
+
+// glibc >= 2.35 exports where its rseq area lives relative to the thread pointer.
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+#define RSEQ_SIG 0x53053053
+
+// Runs in the new child only. It is a copy of the (multi-threaded) parent, so it must not
+// call into libc or Swift: raw syscalls and plain stores only.
+static __attribute__((noreturn, noinline)) void restore_child_main(const struct cl_restore_child_args *a) {
+    // 1. Drop the inherited rseq registration, or wiping the address space later makes the
+    //    kernel write into unmapped memory on every preemption (endless SIGSEGV).
+    if (&__rseq_size != NULL && __rseq_size > 0) {
+        char *tp;
+        __asm__("mov %%fs:0, %0" : "=r"(tp));
+        raw6(SYS_rseq, (long)(tp + __rseq_offset), (long)(__rseq_size < 32 ? 32 : __rseq_size),
+             1 /* RSEQ_FLAG_UNREGISTER */, RSEQ_SIG, 0, 0);
+    }
+    // 2. Block everything: nothing may run a handler of the old image while we rebuild.
+    uint64_t all = ~0ULL;
+    raw6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8, 0, 0);
+    // 3. The helper: RX page with `syscall; int3` and an RW argument page right after it.
+    long h = raw6(SYS_mmap, (long)a->helper_address, (long)a->helper_size, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (h != (long)a->helper_address)
+        raw6(SYS_exit_group, 71, 0, 0, 0, 0, 0);
+    unsigned char *code = (unsigned char *)h;
+    code[0] = 0x0f; code[1] = 0x05; code[2] = 0xcc;
+    raw6(SYS_mprotect, h, 4096, PROT_READ | PROT_EXEC, 0, 0, 0);
+    // 4. Hand ourselves over.
+    raw6(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0, 0, 0);
+    raw6(SYS_kill, raw6(SYS_getpid, 0, 0, 0, 0, 0, 0), SIGSTOP, 0, 0, 0, 0);
+    for (;;)
+        raw6(SYS_pause, 0, 0, 0, 0, 0, 0);
+}
+
+long cl_spawn_restore_child(const struct cl_restore_child_args *args) {
+    pid_t tid = args->pid;
+    struct cl_clone_args ca = {0};
+    ca.exit_signal = SIGCHLD;
+    ca.set_tid = (uint64_t)(uintptr_t)&tid;
+    ca.set_tid_size = 1;
+    long ret = raw6(SYS_clone3, (long)&ca, sizeof(ca), 0, 0, 0, 0);
+    if (ret == 0)
+        restore_child_main(args);
+    return ret;
+}
+
+#include <cpuid.h>
+void cl_cpuid_count(uint32_t leaf, uint32_t subleaf, uint32_t *eax, uint32_t *ebx, uint32_t *ecx, uint32_t *edx) {
+    __cpuid_count(leaf, subleaf, *eax, *ebx, *ecx, *edx);
+}

@@ -1,0 +1,162 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Open files of a process: regular files, directories and harmless character devices
+/// (`/dev/null`, `/dev/zero`, `/dev/urandom`...), as `files.img` (one `FileEntry` per open file
+/// description) and `fdinfo-N.img` (which fd number points at which description).
+///
+/// Files a process only maps (libraries, the executable) get entries too: VMAs and `mm.exe`
+/// refer to them by id.
+struct FileTable {
+    /// Entries for `files.img`.
+    private(set) var files: [FileEntry] = []
+    /// Entries for `fdinfo-N.img`.
+    private(set) var descriptors: [FdinfoEntry] = []
+    private var nextID: UInt32 = 1
+    private var pathIDs: [String: UInt32] = [:]
+
+    /// Character devices a process may keep open across a checkpoint: they carry no state.
+    static let statelessDevices: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+
+    private mutating func add(path: String, flags: UInt32, pos: UInt64, st: stat) -> UInt32 {
+        let id = nextID
+        nextID += 1
+        var reg = RegFileEntry()
+        reg.id = id
+        reg.flags = flags
+        reg.pos = pos
+        var fown = FownEntry()
+        fown.uid = 0; fown.euid = 0; fown.signum = 0; fown.pidType = 0; fown.pid = 0
+        reg.fown = fown
+        reg.name = path
+        reg.mode = st.st_mode
+        if st.st_mode & S_IFMT == S_IFREG { reg.size = UInt64(st.st_size) }
+        var file = FileEntry()
+        file.type = .reg
+        file.id = id
+        file.reg = reg
+        files.append(file)
+        return id
+    }
+
+    /// The id of a read-only entry for a file the process maps (or runs, or has as cwd/root).
+    mutating func mappedFile(path: String, pid: pid_t, mapping: Mapping? = nil) throws -> UInt32 {
+        if let id = pathIDs[path] { return id }
+        if path.hasSuffix(" (deleted)") {
+            throw CryoError("process \(pid) maps \(path), a file deleted since it was opened; Cryo cannot dump deleted files yet")
+        }
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw CryoError("process \(pid) uses \(path), which cannot be found", errno: Errno(rawValue: errnoValue))
+        }
+        let id = add(path: path, flags: UInt32(O_RDONLY), pos: 0, st: st)
+        pathIDs[path] = id
+        return id
+    }
+
+    /// Adds every open fd of the process, refusing kinds Cryo cannot restore yet.
+    mutating func addDescriptors(of pid: pid_t) throws {
+        let proc = ProcDirectory(pid: pid)
+        var seen: [(fd: Int32, id: UInt32)] = []
+        for fd in try proc.fdNumbers() {
+            let target: String
+            do { target = try proc.link("fd/\(fd)") } catch { continue } // closed meanwhile
+            var st = stat()
+            guard stat("\(proc.path)/fd/\(fd)", &st) == 0 else {
+                throw CryoError("cannot stat fd \(fd) (\(target)) of process \(pid)", errno: Errno(rawValue: errnoValue))
+            }
+            let info = try proc.fdInfo(fd)
+            let openFlags = UInt32(info["flags"].flatMap { UInt32($0, radix: 8) } ?? 0)
+            let pos = UInt64(info["pos"] ?? "0") ?? 0
+            try Self.checkSupported(fd: fd, target: target, st: st, pid: pid)
+            var entry = FdinfoEntry()
+            entry.fd = UInt32(fd)
+            entry.type = .reg
+            entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
+            // fds sharing one open file description (dup) share an id, so they share the offset.
+            if let twin = seen.first(where: { Self.sameDescription(pid, $0.fd, fd) }) {
+                entry.id = twin.id
+            } else {
+                entry.id = add(path: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
+            }
+            seen.append((fd, entry.id))
+            descriptors.append(entry)
+        }
+    }
+
+    private static func sameDescription(_ pid: pid_t, _ a: Int32, _ b: Int32) -> Bool {
+        // kcmp(pid, pid, KCMP_FILE, a, b) == 0
+        cl_raw_syscall6(312, Int(pid), Int(pid), 0, Int(a), Int(b), 0) == 0
+    }
+
+    private static func checkSupported(fd: Int32, target: String, st: stat, pid: pid_t) throws {
+        let what = "fd \(fd) of process \(pid) is"
+        let type = st.st_mode & S_IFMT
+        if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
+        if target.hasPrefix("pipe:") || type == S_IFIFO { throw CryoError("\(what) a pipe or FIFO (\(target)); Cryo cannot dump pipes yet") }
+        if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
+        if target.hasSuffix(" (deleted)") { throw CryoError("\(what) \(target), deleted since it was opened; Cryo cannot dump deleted files yet") }
+        if type == S_IFCHR {
+            if statelessDevices.contains(target) { return }
+            let major = (st.st_rdev >> 8) & 0xfff
+            if major == 136 || major == 4 || major == 5 {
+                throw CryoError("\(what) a terminal (\(target)); run it detached from terminals (e.g. setsid with stdio on files), or wait for --shell-job")
+            }
+            throw CryoError("\(what) the character device \(target); Cryo cannot dump device state")
+        }
+        guard type == S_IFREG || type == S_IFDIR else {
+            throw CryoError("\(what) \(target), a kind of file Cryo cannot dump yet")
+        }
+        if !target.hasPrefix("/") { throw CryoError("\(what) \(target), which has no path Cryo can reopen") }
+    }
+}
+
+extension FileEntry {
+    /// Checks, before anything is created, that the file can be reopened as it was dumped.
+    func verifyForRestore() throws {
+        guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
+        var st = stat()
+        guard stat(reg.name, &st) == 0 else {
+            throw CryoError("cannot restore: file \(reg.name) (id \(id)) is missing", errno: Errno(rawValue: errnoValue))
+        }
+        if reg.hasMode && st.st_mode & S_IFMT != reg.mode & S_IFMT {
+            throw CryoError("cannot restore: \(reg.name) is no longer the same kind of file")
+        }
+        if reg.hasSize && UInt64(st.st_size) != reg.size {
+            throw CryoError("cannot restore: file \(reg.name) changed size since the dump (was \(reg.size) bytes, now \(st.st_size))")
+        }
+    }
+}
+
+/// The restore half of `FileTable`: closes what the new process inherited from Cryo and opens
+/// every dumped fd at its number, offset and flags.
+enum FilesRestore {
+    static func restore(_ process: RemoteProcess, _ image: ProcessImage, openRemote: (String, Int32) throws -> UInt64) throws {
+        func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
+            try process.checkedSyscall(what, nr, args)
+        }
+        _ = try call("close_range", 436, 0, UInt64(UInt32.max), 0)
+        var opened: [UInt32: UInt64] = [:]
+        for d in image.descriptors {
+            guard d.type == .reg, let file = image.files[d.id], file.hasReg else {
+                throw CryoError("cannot restore fd \(d.fd): file id \(d.id) of type \(d.type) is not supported")
+            }
+            let target = UInt64(d.fd)
+            if let first = opened[d.id] {
+                _ = try call("dup2 to fd \(d.fd)", Syscall.dup2, first, target)
+            } else {
+                let reg = file.reg
+                let flags = Int32(bitPattern: reg.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)
+                let fd = try openRemote(reg.name, flags)
+                if fd != target {
+                    _ = try call("dup2 to fd \(d.fd)", Syscall.dup2, fd, target)
+                    _ = try call("close", Syscall.close, fd)
+                }
+                if reg.pos != 0 { _ = try call("lseek fd \(d.fd) of \(reg.name)", Syscall.lseek, target, reg.pos, UInt64(SEEK_SET)) }
+                opened[d.id] = target
+            }
+            _ = try call("fcntl(F_SETFD) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFD), UInt64(d.flags & UInt32(FD_CLOEXEC)))
+        }
+    }
+}

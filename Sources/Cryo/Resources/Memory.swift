@@ -1,0 +1,271 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Memory mappings and their pages: dumped to `mm-PID.img` (VMAs), `pagemap-PID.img` and
+/// `pages-N.img`, restored by remote mmap/preadv in the new process.
+enum MemoryResource {
+    // CRIU's VMA status bits (pycriu's pb2dict names them).
+    static let areaRegular: UInt32 = 1 << 0
+    static let areaStack: UInt32 = 1 << 1
+    static let areaVsyscall: UInt32 = 1 << 2
+    static let areaVdso: UInt32 = 1 << 3
+    static let areaHeap: UInt32 = 1 << 5
+    static let filePrivate: UInt32 = 1 << 6
+    static let fileShared: UInt32 = 1 << 7
+    static let anonShared: UInt32 = 1 << 8
+    static let anonPrivate: UInt32 = 1 << 9
+    static let areaVvar: UInt32 = 1 << 12
+
+    /// PE_PRESENT in a pagemap entry's flags.
+    static let pagePresent: UInt32 = 1 << 1
+
+    /// smaps VmFlags → MADV_* advice worth putting back.
+    static let adviceFlags: [(flag: String, advice: Int32)] = [
+        ("hg", 14 /* MADV_HUGEPAGE */), ("nh", 15 /* MADV_NOHUGEPAGE */), ("dc", 10 /* MADV_DONTFORK */),
+        ("dd", 16 /* MADV_DONTDUMP */), ("mg", 12 /* MADV_MERGEABLE */), ("wf", 18 /* MADV_WIPEONFORK */),
+    ]
+
+    /// Builds the VMA entries for `mappings`; file mappings get a file id from `files`.
+    static func vmaEntries(_ mappings: [Mapping], pid: pid_t, files: inout FileTable) throws -> [VmaEntry] {
+        try mappings.map { m in
+            var e = VmaEntry()
+            e.start = m.start
+            e.end = m.end
+            e.pgoff = m.offset
+            e.prot = UInt32(m.protection)
+            e.fd = -1
+            e.shmid = 0
+            var flags: Int32 = m.shared ? MAP_SHARED : MAP_PRIVATE
+            if m.flags.contains("gd") { flags |= MAP_GROWSDOWN }
+            var status = areaRegular
+            switch m.name {
+            case "[vdso]": status |= areaVdso; flags |= MAP_ANONYMOUS
+            case "[vvar]", "[vvar_vclock]": status |= areaVvar; flags |= MAP_ANONYMOUS
+            case "[vsyscall]": status = areaVsyscall; flags |= MAP_ANONYMOUS
+            case "[heap]": status |= areaHeap | anonPrivate; flags |= MAP_ANONYMOUS
+            case "[stack]": status |= areaStack | anonPrivate; flags |= MAP_ANONYMOUS
+            default:
+                if m.isFileBacked {
+                    let path = try ProcDirectory(pid: pid).link("map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))")
+                    e.shmid = UInt64(try files.mappedFile(path: path, pid: pid, mapping: m))
+                    status |= m.shared ? fileShared : filePrivate
+                } else if m.shared {
+                    throw CryoError("process \(pid) has a shared anonymous mapping at 0x\(String(m.start, radix: 16))-0x\(String(m.end, radix: 16)) (\(m.name.isEmpty ? "MAP_SHARED|MAP_ANONYMOUS" : m.name)); Cryo cannot dump those yet")
+                } else {
+                    status |= anonPrivate
+                    flags |= MAP_ANONYMOUS
+                }
+            }
+            if m.flags.contains("ht") {
+                throw CryoError("process \(pid) has a hugetlbfs mapping at 0x\(String(m.start, radix: 16)); Cryo cannot dump those yet")
+            }
+            e.flags = UInt32(bitPattern: flags)
+            e.status = status
+            var madv: UInt64 = 0
+            for (flag, advice) in adviceFlags where m.flags.contains(flag) { madv |= 1 << UInt64(advice) }
+            if madv != 0 { e.madv = madv }
+            return e
+        }
+    }
+
+    /// Whether the pages of a VMA belong in the image (private memory the process may have
+    /// changed). Shared file mappings keep their contents in the file; vdso/vvar are the kernel's.
+    static func dumpsPages(_ vma: VmaEntry) -> Bool {
+        vma.status & (areaVdso | areaVvar | areaVsyscall | fileShared) == 0 && vma.status & areaRegular != 0
+    }
+
+    /// Finds the pages worth saving in `[start, end)`: present or swapped, not the zero page,
+    /// and not still identical to the file (PAGEMAP_SCAN, one ioctl for many ranges).
+    static func touchedRanges(pagemap: FileDescriptor, start: UInt64, end: UInt64) throws -> [Range<UInt64>] {
+        var result: [Range<UInt64>] = []
+        var regions = [cl_page_region](repeating: cl_page_region(), count: 512)
+        var cursor = start
+        while cursor < end {
+            var arg = cl_pm_scan_arg()
+            arg.size = UInt64(MemoryLayout<cl_pm_scan_arg>.size)
+            arg.start = cursor
+            arg.end = end
+            arg.vec_len = UInt64(regions.count)
+            // Want: (PRESENT or SWAPPED) and not FILE and not PFNZERO.
+            arg.category_inverted = UInt64(CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO)
+            arg.category_mask = UInt64(CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO)
+            arg.category_anyof_mask = UInt64(CL_PAGE_IS_PRESENT | CL_PAGE_IS_SWAPPED)
+            arg.return_mask = UInt64(CL_PAGE_IS_PRESENT | CL_PAGE_IS_SWAPPED)
+            let n = regions.withUnsafeMutableBufferPointer { buf -> Int32 in
+                arg.vec = UInt64(UInt(bitPattern: buf.baseAddress))
+                return cl_ioctl_ptr(pagemap.rawValue, UInt(CL_PAGEMAP_SCAN), &arg)
+            }
+            if n < 0 { throw CryoError("PAGEMAP_SCAN of 0x\(String(cursor, radix: 16))-0x\(String(end, radix: 16))", errno: Errno(rawValue: errnoValue)) }
+            for r in regions.prefix(Int(n)) {
+                if let last = result.last, last.upperBound == r.start { result[result.count - 1] = last.lowerBound..<r.end }
+                else { result.append(r.start..<r.end) }
+            }
+            if arg.walk_end <= cursor { break }
+            cursor = arg.walk_end
+        }
+        return result
+    }
+
+    /// Writes the pages of `vmas` into `pages` and returns the pagemap entries describing them.
+    static func dumpPages(process: RemoteProcess, vmas: [VmaEntry], to pages: FileDescriptor,
+                          stats: inout DumpStatistics) throws -> [PagemapEntry] {
+        let pagemap: FileDescriptor
+        do { pagemap = try FileDescriptor.open(FilePath("/proc/\(process.pid)/pagemap"), .readOnly, options: [.closeOnExec]) }
+        catch { throw CryoError("cannot open /proc/\(process.pid)/pagemap", errno: error as! Errno) }
+        defer { try? pagemap.close() }
+        var entries: [PagemapEntry] = []
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        for vma in vmas where dumpsPages(vma) {
+            stats.pagesScanned += (vma.end - vma.start) / 4096
+            for range in try touchedRanges(pagemap: pagemap, start: vma.start, end: vma.end) {
+                var e = PagemapEntry()
+                e.vaddr = range.lowerBound
+                e.nrPages = UInt32((range.upperBound - range.lowerBound) / 4096)
+                e.flags = pagePresent
+                entries.append(e)
+                var address = range.lowerBound
+                while address < range.upperBound {
+                    let n = Int(min(UInt64(chunk), range.upperBound - address))
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+                    try process.memory.read(address, into: slice)
+                    do { _ = try pages.writeAll(UnsafeRawBufferPointer(slice)) }
+                    catch { throw CryoError("cannot write pages image", errno: error as? Errno ?? .ioError) }
+                    address += UInt64(n)
+                }
+                stats.pagesWritten += UInt64(e.nrPages)
+            }
+        }
+        return entries
+    }
+}
+
+/// CRIU's dump statistics (`stats-dump.img`), in microseconds and pages.
+public struct DumpStatistics: Sendable {
+    public var freezingTime: UInt32 = 0
+    public var frozenTime: UInt32 = 0
+    public var memdumpTime: UInt32 = 0
+    public var memwriteTime: UInt32 = 0
+    public var pagesScanned: UInt64 = 0
+    public var pagesWritten: UInt64 = 0
+
+    var entry: StatsEntry {
+        var d = DumpStatsEntry()
+        d.freezingTime = freezingTime
+        d.frozenTime = frozenTime
+        d.memdumpTime = memdumpTime
+        d.memwriteTime = memwriteTime
+        d.pagesScanned = pagesScanned
+        d.pagesSkippedParent = 0
+        d.pagesWritten = pagesWritten
+        d.pagesLazy = 0
+        var s = StatsEntry()
+        s.dump = d
+        return s
+    }
+}
+
+/// Microseconds since an arbitrary start, for statistics.
+func monotonicMicroseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+}
+
+/// The restore half of `MemoryResource`: empties the new process's address space, recreates
+/// each VMA at its address, and has the process read its own pages from `pages-N.img`.
+enum MemoryRestore {
+    static let archMapVdso64: UInt64 = 0x2003
+    /// preadv's limit on iovecs per call.
+    static let maxIovecs = 1024
+
+    static func restore(_ process: RemoteProcess, _ image: ProcessImage,
+                        openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
+        let helper = process.gadget
+        let helperEnd = helper + UInt64(Restorer.helperSize)
+        let scratch = process.scratch!.address
+        func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
+            try process.checkedSyscall(what, nr, args)
+        }
+        // 1. Everything but the helper goes.
+        _ = try call("munmap below the helper", Syscall.munmap, 0, helper)
+        _ = try call("munmap above the helper", Syscall.munmap, helperEnd, 0x7fff_ffff_f000 - helperEnd)
+
+        // 2. The vDSO and its data pages, at their dumped address.
+        let vmas = image.mm.vmas
+        let special = vmas.filter { $0.status & (MemoryResource.areaVdso | MemoryResource.areaVvar) != 0 }
+        if let low = special.map(\.start).min() {
+            _ = try call("arch_prctl(ARCH_MAP_VDSO_64, 0x\(String(low, radix: 16)))", Syscall.arch_prctl, archMapVdso64, low)
+            let now = try process.proc.mappings()
+            for v in special where !now.contains(where: { $0.start == v.start && $0.end == v.end }) {
+                throw CryoError("this kernel's vDSO does not fit the dumped one at 0x\(String(v.start, radix: 16))-0x\(String(v.end, radix: 16)); restoring on another kernel is not supported yet")
+            }
+        }
+
+        // 3. Every other mapping, writable for now if it gets pages.
+        var withPages = Set<UInt64>()
+        for e in image.pagemap {
+            if let v = vmas.first(where: { $0.start <= e.vaddr && e.vaddr < $0.end }) { withPages.insert(v.start) }
+        }
+        var fileFDs: [UInt32: UInt64] = [:]
+        defer { for fd in fileFDs.values { _ = try? process.syscall(Syscall.close, fd) } }
+        for v in vmas where v.status & (MemoryResource.areaVdso | MemoryResource.areaVvar | MemoryResource.areaVsyscall) == 0 {
+            var prot = v.prot
+            if withPages.contains(v.start) { prot |= UInt32(PROT_WRITE) }
+            let flags = UInt64(v.flags) | UInt64(MAP_FIXED)
+            var fd = UInt64.max
+            if v.status & (MemoryResource.filePrivate | MemoryResource.fileShared) != 0 {
+                let id = UInt32(v.shmid)
+                if let open = fileFDs[id] { fd = open } else {
+                    let writable = v.status & MemoryResource.fileShared != 0 && v.prot & UInt32(PROT_WRITE) != 0
+                    fd = try openRemote(image.files[id]!.reg.name, writable ? O_RDWR : O_RDONLY)
+                    fileFDs[id] = fd
+                }
+            }
+            let address = try call("mmap of 0x\(String(v.start, radix: 16))-0x\(String(v.end, radix: 16))", Syscall.mmap,
+                                   v.start, v.end - v.start, UInt64(prot), flags, fd, v.pgoff)
+            guard UInt64(address) == v.start else { throw CryoError("mmap put 0x\(String(v.start, radix: 16)) at 0x\(String(address, radix: 16))") }
+        }
+
+        // 4. Pages: the process reads them itself, many ranges per preadv.
+        let pagesFD = try openRemote(image.pagesPath, O_RDONLY)
+        defer { _ = try? process.syscall(Syscall.close, pagesFD) }
+        var offset: UInt64 = 0
+        var batch: [UInt64] = []
+        var batchBytes: UInt64 = 0
+        var pages: UInt64 = 0
+        func flush() throws {
+            guard !batch.isEmpty else { return }
+            try process.memory.write(batch, at: scratch)
+            let n = try call("preadv of \(image.pagesPath) at \(offset)", 295 /* preadv */, pagesFD, scratch, UInt64(batch.count / 2), offset, 0)
+            guard UInt64(n) == batchBytes else {
+                throw CryoError("\(image.pagesPath) is truncated: read \(n) of \(batchBytes) bytes at offset \(offset)")
+            }
+            offset += batchBytes
+            batch.removeAll(keepingCapacity: true)
+            batchBytes = 0
+        }
+        for e in image.pagemap {
+            let length = UInt64(e.nrPages) * 4096
+            if batch.count / 2 == maxIovecs || batchBytes + length > 1 << 30 { try flush() }
+            batch += [e.vaddr, length]
+            batchBytes += length
+            pages += UInt64(e.nrPages)
+        }
+        try flush()
+
+        // 5. Final protections and advice.
+        for v in vmas where withPages.contains(v.start) && v.prot & UInt32(PROT_WRITE) == 0 {
+            _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
+        }
+        for v in vmas where v.hasMadv {
+            for advice in 0..<64 where v.madv & (1 << UInt64(advice)) != 0 {
+                let r = try process.syscall(Syscall.madvise, v.start, v.end - v.start, UInt64(advice))
+                if r < 0 { log.warn("madvise(\(advice)) on 0x\(String(v.start, radix: 16)) failed: errno \(-r)") }
+            }
+        }
+        return pages
+    }
+}

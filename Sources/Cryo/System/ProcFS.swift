@@ -1,0 +1,189 @@
+import Glibc
+import SystemPackage
+
+/// Reading a whole file into memory (small /proc and sysfs files, images' metadata).
+public func readWholeFile(_ path: String) throws -> [UInt8] {
+    let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+    defer { try? fd.close() }
+    var result: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
+        if n == 0 { return result }
+        result += chunk.prefix(n)
+    }
+}
+
+/// A process's directory in /proc, with parsers for the files Cryo reads.
+public struct ProcDirectory: Sendable {
+    /// The process (or, for `task(_:)`, thread) id.
+    public let pid: pid_t
+    /// `/proc/PID` or `/proc/PID/task/TID`.
+    public let path: String
+
+    /// `/proc/PID`.
+    public init(pid: pid_t) {
+        self.pid = pid
+        self.path = "/proc/\(pid)"
+    }
+
+    private init(pid: pid_t, path: String) {
+        self.pid = pid
+        self.path = path
+    }
+
+    /// `/proc/PID/task/TID`.
+    public func task(_ tid: pid_t) -> ProcDirectory {
+        ProcDirectory(pid: tid, path: "\(path)/task/\(tid)")
+    }
+
+    /// The raw bytes of a file below this directory.
+    public func bytes(_ name: String) throws -> [UInt8] {
+        do { return try readWholeFile("\(path)/\(name)") }
+        catch let e as Errno { throw CryoError("cannot read \(path)/\(name)", errno: e) }
+    }
+
+    /// A file below this directory as text.
+    public func text(_ name: String) throws -> String {
+        String(decoding: try bytes(name), as: UTF8.self)
+    }
+
+    /// The target of a symbolic link below this directory (`exe`, `cwd`, `fd/3`).
+    public func link(_ name: String) throws -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("\(path)/\(name)", &buffer, buffer.count - 1)
+        if n < 0 { throw CryoError("cannot read link \(path)/\(name)", errno: Errno(rawValue: errnoValue)) }
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Thread ids from `task/`, sorted, leader first.
+    public func threadIDs() throws -> [pid_t] {
+        guard let dir = opendir("\(path)/task") else {
+            throw CryoError("cannot list threads of process \(pid) (\(path)/task)", errno: Errno(rawValue: errnoValue))
+        }
+        defer { closedir(dir) }
+        var ids: [pid_t] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if let id = pid_t(name) { ids.append(id) }
+        }
+        return ids.sorted { a, b in a == pid ? true : b == pid ? false : a < b }
+    }
+
+    /// Open fd numbers from `fd/`, sorted.
+    public func fdNumbers() throws -> [Int32] {
+        guard let dir = opendir("\(path)/fd") else {
+            throw CryoError("cannot list open files of process \(pid)", errno: Errno(rawValue: errnoValue))
+        }
+        defer { closedir(dir) }
+        var fds: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if let fd = Int32(name) { fds.append(fd) }
+        }
+        return fds.sorted()
+    }
+
+    /// `status` as key → value.
+    public func status() throws -> [String: String] {
+        var result: [String: String] = [:]
+        for line in try text("status").split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            result[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: " \t")
+        }
+        return result
+    }
+
+    /// `stat`, split into fields after the command name; index 0 is field 3 (`state`) of proc(5).
+    public func statFields() throws -> [String] {
+        let s = try text("stat")
+        guard let close = s.lastIndex(of: ")") else { throw CryoError("malformed \(path)/stat") }
+        return s[s.index(after: close)...].split(separator: " ").map(String.init)
+    }
+
+    /// The memory mappings, from `smaps` (for VmFlags).
+    public func mappings() throws -> [Mapping] {
+        try Mapping.parse(smaps: text("smaps"))
+    }
+
+    /// `fdinfo/FD` as key → value (first line of each key).
+    public func fdInfo(_ fd: Int32) throws -> [String: String] {
+        var result: [String: String] = [:]
+        for line in try text("fdinfo/\(fd)").split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let key = String(line[..<colon])
+            if result[key] == nil {
+                result[key] = line[line.index(after: colon)...].trimmingCharacters(in: " \t")
+            }
+        }
+        return result
+    }
+}
+
+/// One line of /proc/PID/maps with the VmFlags of its smaps block.
+public struct Mapping: Sendable, Equatable {
+    public var start: UInt64
+    public var end: UInt64
+    public var readable: Bool
+    public var writable: Bool
+    public var executable: Bool
+    public var shared: Bool
+    public var offset: UInt64
+    public var device: (major: UInt32, minor: UInt32)
+    public var inode: UInt64
+    /// The path or pseudo-name (`[heap]`, `[stack]`, `[vdso]`, `/lib/... (deleted)`), or "".
+    public var name: String
+    /// Two-letter flags from smaps' VmFlags (`gd`, `sh`, `dd`...).
+    public var flags: Set<String>
+
+    public static func == (a: Mapping, b: Mapping) -> Bool {
+        a.start == b.start && a.end == b.end && a.name == b.name && a.offset == b.offset
+    }
+
+    public var length: UInt64 { end - start }
+    public var isFileBacked: Bool { inode != 0 }
+
+    /// PROT_* bits.
+    public var protection: Int32 {
+        (readable ? PROT_READ : 0) | (writable ? PROT_WRITE : 0) | (executable ? PROT_EXEC : 0)
+    }
+
+    /// Parses `/proc/PID/maps` or `/proc/PID/smaps` text.
+    public static func parse(smaps text: String) throws -> [Mapping] {
+        var result: [Mapping] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("VmFlags:") {
+                guard !result.isEmpty else { continue }
+                result[result.count - 1].flags = Set(line.dropFirst(8).split(separator: " ").map(String.init))
+                continue
+            }
+            // Header lines start with a hex range "start-end"; other smaps lines are "Key: value".
+            guard let dash = line.firstIndex(of: "-"), line[..<dash].allSatisfy(\.isHexDigit) else { continue }
+            let parts = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            guard parts.count >= 5 else { throw CryoError("malformed mapping line: \(line)") }
+            let range = parts[0].split(separator: "-")
+            let perms = Array(parts[1])
+            let dev = parts[3].split(separator: ":")
+            guard range.count == 2, perms.count == 4, dev.count == 2,
+                  let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),
+                  let offset = UInt64(parts[2], radix: 16),
+                  let major = UInt32(dev[0], radix: 16), let minor = UInt32(dev[1], radix: 16),
+                  let inode = UInt64(parts[4]) else { throw CryoError("malformed mapping line: \(line)") }
+            let name = parts.count > 5 ? String(parts[5]).trimmingCharacters(in: " ") : ""
+            result.append(Mapping(start: start, end: end, readable: perms[0] == "r", writable: perms[1] == "w",
+                                  executable: perms[2] == "x", shared: perms[3] == "s", offset: offset,
+                                  device: (major, minor), inode: inode, name: name, flags: []))
+        }
+        return result
+    }
+}
+
+extension StringProtocol {
+    /// The string without leading and trailing characters from `set`.
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s.removeFirst() }
+        while let l = s.last, set.contains(l) { s.removeLast() }
+        return String(s)
+    }
+}
