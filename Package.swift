@@ -22,7 +22,8 @@ let package = Package(
                 "CLinux",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            exclude: ["Image/Proto/schemas"]
         ),
         .executableTarget(
             name: "cryo",

@@ -31,19 +31,22 @@ What it does:
      `[(criu)...]` options from all fields. None of this affects the wire
      format: message names, field numbers, labels, types, defaults and enums
      are untouched.
-  3. Writes readable proto2 source for each file into
-     Sources/Cryo/Image/Proto/schemas/<name>.proto.
-  4. Compiles that text with protoc and checks that the result is identical
-     (field for field) to the stripped CRIU descriptors, so the .proto text
-     is a faithful rendering.
-  5. Renames every message/enum to UpperCamelCase (see swift_named()) and
+  3. Adds the fields listed in NEWER_CRIU_FIELDS (fields newer CRIU writes
+     that 3.17's descriptors lack; see that table) to the stripped descriptors.
+  4. Writes readable proto2 source for each file into
+     Sources/Cryo/Image/Proto/schemas/<name>.proto; the added fields carry a
+     trailing `// not in CRIU 3.17: ...` comment.
+  5. Compiles that text with protoc and checks that the result is identical
+     (field for field) to the stripped-and-extended descriptors of steps 2-3,
+     so the .proto text is a faithful rendering.
+  6. Renames every message/enum to UpperCamelCase (see swift_named()) and
      runs protoc with --descriptor_set_in=<those descriptors> and
      protoc-gen-swift (Visibility=Public) to write
      Sources/Cryo/Image/Proto/<name>.pb.swift.
 
 Swift type names: CRIU's .proto files declare no package, and
 protoc-gen-swift would keep a package-less message name verbatim (a Swift
-type called `core_entry`). Step 5 therefore renames types the way protobuf-c
+type called `core_entry`). Step 6 therefore renames types the way protobuf-c
 does for CRIU's C code: core_entry -> CoreEntry, user_x86_regs_entry ->
 UserX86RegsEntry, vma_entry -> VmaEntry, fd_types -> FdTypes, nested
 core_entry.march -> CoreEntry.March. Message names never appear on the wire,
@@ -76,6 +79,37 @@ PROTOC = os.environ.get("PROTOC", "protoc")
 DROPPED_FILES = {"opts.proto"}
 
 FDP = descriptor_pb2.FieldDescriptorProto
+
+# Fields from newer CRIU (4.x) that 3.17's descriptors lack.
+#
+# pycriu 3.17 is the source of truth for everything else, but images written
+# by a newer CRIU carry these fields too. Without them SwiftProtobuf would only
+# keep them as unknown fields; with them Cryo can read them, and write them so
+# that a newer CRIU restores them. Adding an optional/repeated field with a
+# number the old schema does not use is wire-compatible in both directions:
+# 3.17 (and crit 3.17) just skip it.
+#
+# Every entry must match upstream CRIU's images/<file> exactly (same number,
+# label, type and name) -- never invent numbers here. Entries are applied by
+# add_newer_criu_fields() after the (criu) options are stripped and before
+# anything is rendered, so they appear in schemas/*.proto (marked with a
+# `// not in CRIU 3.17` comment), take part in the text round-trip check, and
+# reach the generated Swift. If a future pycriu already has a listed field with
+# the same definition, the entry is skipped (and reported, so it can be
+# deleted); a conflicting definition stops the script.
+#
+#   file -> [(message, label, scalar type, field name, field number, upstream)]
+#
+# `message` is the dotted name inside the file (e.g. "core_entry.march" for a
+# nested message); `upstream` says where the field comes from in CRIU.
+NEWER_CRIU_FIELDS = {
+    "creds.proto": [
+        ("creds_entry", "optional", "uint32", "no_new_privs", 18,
+         "prctl(PR_SET_NO_NEW_PRIVS) state; checkpoint-restore/criu#2228"),
+        ("creds_entry", "repeated", "uint32", "cap_amb", 19,
+         "ambient capability set (CapAmb); checkpoint-restore/criu#2554"),
+    ],
+}
 
 SCALAR_TYPE_NAMES = {
     FDP.TYPE_DOUBLE: "double",
@@ -177,6 +211,52 @@ def strip_criu_options(files):
             if dep not in out:
                 die("%s imports %s, which pycriu does not provide" % (name, dep))
     return out
+
+
+def add_newer_criu_fields(files):
+    """Adds NEWER_CRIU_FIELDS to `files` (in place).
+
+    Returns {file name: {".message.path.field": upstream note}} for the fields
+    actually added, which render_file() uses to comment them.
+    """
+    labels = {v: k for k, v in LABEL_NAMES.items()}
+    types = {v: k for k, v in SCALAR_TYPE_NAMES.items()}
+    added = {}
+    for name, entries in sorted(NEWER_CRIU_FIELDS.items()):
+        if name not in files:
+            die("NEWER_CRIU_FIELDS: pycriu has no %s" % name)
+        for msg_path, label, type_, field_name, number, note in entries:
+            where = "NEWER_CRIU_FIELDS: %s %s.%s" % (name, msg_path, field_name)
+            if label not in labels or type_ not in types:
+                die("%s: only scalar optional/repeated fields are supported" % where)
+            if label == "required":
+                die("%s: a required field would break reading 3.17 images" % where)
+            scope, msg = files[name].message_type, None
+            for part in msg_path.split("."):
+                msg = next((m for m in scope if m.name == part), None)
+                if msg is None:
+                    die("%s: no message %s" % (where, msg_path))
+                scope = msg.nested_type
+            new = FDP(name=field_name, number=number, label=labels[label], type=types[type_])
+            same_name = [f for f in msg.field if f.name == field_name]
+            same_number = [f for f in msg.field if f.number == number]
+            if same_name or same_number:
+                old = same_name[0] if same_name == same_number else None
+                if old is not None and (old.label, old.type, old.HasField("type_name"),
+                                        old.HasField("default_value")) == \
+                        (new.label, new.type, False, False):
+                    print("gen-protos: pycriu already has %s; delete that entry" % where)
+                    continue
+                die("%s = %d conflicts with pycriu's %s" % (
+                    where, number, [(f.name, f.number) for f in same_name + same_number]))
+            for r in msg.reserved_range:
+                if r.start <= number < r.end:
+                    die("%s: number %d is reserved in pycriu's schema" % (where, number))
+            if field_name in msg.reserved_name:
+                die("%s: name is reserved in pycriu's schema" % where)
+            msg.field.add().CopyFrom(new)
+            added.setdefault(name, {})[".%s.%s" % (msg_path, field_name)] = note
+    return added
 
 
 def topo_order(files):
@@ -353,7 +433,7 @@ def render_enum(enum, indent, lines):
     lines.append("%s}" % indent)
 
 
-def render_message(msg, indent, lines):
+def render_message(msg, indent, lines, scope=".", added=None):
     if msg.oneof_decl:
         die("message %s: oneofs are not handled" % msg.name)
     if msg.extension:
@@ -366,10 +446,14 @@ def render_message(msg, indent, lines):
         render_enum(enum, inner, lines)
         lines.append("")
     for nested in msg.nested_type:
-        render_message(nested, inner, lines)
+        render_message(nested, inner, lines, scope + msg.name + ".", added)
         lines.append("")
     for field in msg.field:
-        lines.append(render_field(field, inner))
+        line = render_field(field, inner)
+        note = (added or {}).get(scope + msg.name + "." + field.name)
+        if note is not None:
+            line += " // not in CRIU 3.17: " + note
+        lines.append(line)
     for r in msg.extension_range:
         lines.append("%sextensions %d to %s;" % (inner, r.start,
                                                  "max" if r.end >= 536870912 else r.end - 1))
@@ -379,7 +463,8 @@ def render_message(msg, indent, lines):
     lines.append("%s}" % indent)
 
 
-def render_file(fdp):
+def render_file(fdp, added=None):
+    """`added`: {".message.path.field": note} of NEWER_CRIU_FIELDS entries."""
     if fdp.syntax not in ("", "proto2"):
         die("%s: unexpected syntax %r" % (fdp.name, fdp.syntax))
     if fdp.package:
@@ -395,6 +480,13 @@ def render_file(fdp):
         "// Rendered from the FileDescriptorProto of CRIU's images/%s as shipped" % fdp.name,
         "// in pycriu (Debian criu 3.17). CRIU's custom (criu).* field options and the",
         "// opts.proto import are dropped; the wire format is unchanged.",
+    ]
+    if added:
+        lines += [
+            "// Fields marked `not in CRIU 3.17` come from newer upstream CRIU (see",
+            "// NEWER_CRIU_FIELDS in Scripts/gen-protos.py).",
+        ]
+    lines += [
         "// Swift types are generated from this schema with UpperCamelCase type names",
         "// (core_entry -> CoreEntry); see Scripts/gen-protos.py.",
         "",
@@ -409,7 +501,7 @@ def render_file(fdp):
         render_enum(enum, "", lines)
         lines.append("")
     for msg in fdp.message_type:
-        render_message(msg, "", lines)
+        render_message(msg, "", lines, ".", added)
         lines.append("")
     while lines[-1] == "":
         lines.pop()
@@ -437,7 +529,8 @@ def normalized(fdp):
 
 
 def verify_text(files, order, tmp):
-    """Compiles the written .proto text and compares it to the CRIU descriptors."""
+    """Compiles the written .proto text and compares it to `files`, i.e. the
+    stripped CRIU descriptors plus NEWER_CRIU_FIELDS."""
     out = os.path.join(tmp, "from-text.pb")
     run([PROTOC, "--proto_path=" + SCHEMA_DIR, "--include_imports",
          "--descriptor_set_out=" + out] + order)
@@ -448,7 +541,8 @@ def verify_text(files, order, tmp):
     for name in order:
         a, b = normalized(files[name]), normalized(compiled[name])
         if a != b:
-            die("%s: compiled .proto text differs from CRIU's descriptor:\n%s\n--- vs ---\n%s"
+            die("%s: compiled .proto text differs from the (patched) CRIU descriptor:"
+                "\n%s\n--- vs ---\n%s"
                 % (name, a, b))
 
 
@@ -469,6 +563,7 @@ def main():
         die("protoc not found (apt-get install protobuf-compiler, or set PROTOC)")
 
     files = strip_criu_options(load_pycriu_descriptors())
+    added = add_newer_criu_fields(files)
     order = topo_order(files)
 
     # Clean previous output.
@@ -479,7 +574,7 @@ def main():
 
     for name in order:
         with open(os.path.join(SCHEMA_DIR, name), "w") as f:
-            f.write(render_file(files[name]))
+            f.write(render_file(files[name], added.get(name)))
 
     with tempfile.TemporaryDirectory(prefix="gen-protos.") as tmp:
         verify_text(files, order, tmp)

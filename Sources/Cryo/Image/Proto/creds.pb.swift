@@ -163,6 +163,20 @@ public nonisolated struct CredsEntry: @unchecked Sendable {
   /// Clears the value of `apparmorData`. Subsequent reads from it will return its default value.
   public mutating func clearApparmorData() {_uniqueStorage()._apparmorData = nil}
 
+  public var noNewPrivs: UInt32 {
+    get {_storage._noNewPrivs ?? 0}
+    set {_uniqueStorage()._noNewPrivs = newValue}
+  }
+  /// Returns true if `noNewPrivs` has been explicitly set.
+  public var hasNoNewPrivs: Bool {_storage._noNewPrivs != nil}
+  /// Clears the value of `noNewPrivs`. Subsequent reads from it will return its default value.
+  public mutating func clearNoNewPrivs() {_uniqueStorage()._noNewPrivs = nil}
+
+  public var capAmb: [UInt32] {
+    get {_storage._capAmb}
+    set {_uniqueStorage()._capAmb = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -174,7 +188,7 @@ public nonisolated struct CredsEntry: @unchecked Sendable {
 
 nonisolated extension CredsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = "CredsEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uid\0\u{1}gid\0\u{1}euid\0\u{1}egid\0\u{1}suid\0\u{1}sgid\0\u{1}fsuid\0\u{1}fsgid\0\u{3}cap_inh\0\u{3}cap_prm\0\u{3}cap_eff\0\u{3}cap_bnd\0\u{1}secbits\0\u{1}groups\0\u{3}lsm_profile\0\u{3}lsm_sockcreate\0\u{3}apparmor_data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uid\0\u{1}gid\0\u{1}euid\0\u{1}egid\0\u{1}suid\0\u{1}sgid\0\u{1}fsuid\0\u{1}fsgid\0\u{3}cap_inh\0\u{3}cap_prm\0\u{3}cap_eff\0\u{3}cap_bnd\0\u{1}secbits\0\u{1}groups\0\u{3}lsm_profile\0\u{3}lsm_sockcreate\0\u{3}apparmor_data\0\u{3}no_new_privs\0\u{3}cap_amb\0")
 
   fileprivate class _StorageClass {
     var _uid: UInt32? = nil
@@ -194,6 +208,8 @@ nonisolated extension CredsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     var _lsmProfile: String? = nil
     var _lsmSockcreate: String? = nil
     var _apparmorData: Data? = nil
+    var _noNewPrivs: UInt32? = nil
+    var _capAmb: [UInt32] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -221,6 +237,8 @@ nonisolated extension CredsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       _lsmProfile = source._lsmProfile
       _lsmSockcreate = source._lsmSockcreate
       _apparmorData = source._apparmorData
+      _noNewPrivs = source._noNewPrivs
+      _capAmb = source._capAmb
     }
   }
 
@@ -271,6 +289,8 @@ nonisolated extension CredsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageI
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._lsmProfile) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._lsmSockcreate) }()
         case 17: try { try decoder.decodeSingularBytesField(value: &_storage._apparmorData) }()
+        case 18: try { try decoder.decodeSingularUInt32Field(value: &_storage._noNewPrivs) }()
+        case 19: try { try decoder.decodeRepeatedUInt32Field(value: &_storage._capAmb) }()
         default: break
         }
       }
@@ -334,6 +354,12 @@ nonisolated extension CredsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       try { if let v = _storage._apparmorData {
         try visitor.visitSingularBytesField(value: v, fieldNumber: 17)
       } }()
+      try { if let v = _storage._noNewPrivs {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 18)
+      } }()
+      if !_storage._capAmb.isEmpty {
+        try visitor.visitRepeatedUInt32Field(value: _storage._capAmb, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -360,6 +386,8 @@ nonisolated extension CredsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageI
         if _storage._lsmProfile != rhs_storage._lsmProfile {return false}
         if _storage._lsmSockcreate != rhs_storage._lsmSockcreate {return false}
         if _storage._apparmorData != rhs_storage._apparmorData {return false}
+        if _storage._noNewPrivs != rhs_storage._noNewPrivs {return false}
+        if _storage._capAmb != rhs_storage._capAmb {return false}
         return true
       }
       if !storagesAreEqual {return false}
