@@ -21,7 +21,7 @@ enum CredentialsResource {
         c.gid = gid[0]; c.egid = gid[1]; c.sgid = gid[2]; c.fsgid = gid[3]
         c.groups = try ids("Groups")
         c.capInh = caps("CapInh"); c.capPrm = caps("CapPrm"); c.capEff = caps("CapEff"); c.capBnd = caps("CapBnd")
-        c.capAmb = caps("CapAmb") // PENDING-SCHEMA
+        c.capAmb = caps("CapAmb")
         c.secbits = securebits
         c.noNewPrivs = UInt32(s["NoNewPrivs"] ?? "0") ?? 0
         return c
@@ -83,11 +83,4 @@ enum CredentialsResource {
 
 func readWholeFileString(_ path: String) -> String? {
     (try? readWholeFile(path)).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: " \n") }
-}
-
-// PENDING-SCHEMA: CRIU 4.x fields 18 (no_new_privs) and 19 (cap_amb) of creds_entry, until the
-// generated code has them.
-extension CredsEntry {
-    var capAmb: [UInt32] { get { [] } set { } }
-    var noNewPrivs: UInt32 { get { 0 } set { } }
 }

@@ -193,6 +193,7 @@ enum MemoryRestore {
         _ = try call("munmap below the helper", Syscall.munmap, 0, helper)
         _ = try call("munmap above the helper", Syscall.munmap, helperEnd, 0x7fff_ffff_f000 - helperEnd)
 
+        log.debug("address space emptied")
         // 2. The vDSO and its data pages, at their dumped address.
         let vmas = image.mm.vmas
         let special = vmas.filter { $0.status & (MemoryResource.areaVdso | MemoryResource.areaVvar) != 0 }
@@ -204,6 +205,7 @@ enum MemoryRestore {
             }
         }
 
+        log.debug("vDSO mapped")
         // 3. Every other mapping, writable for now if it gets pages.
         var withPages = Set<UInt64>()
         for e in image.pagemap {
@@ -229,6 +231,7 @@ enum MemoryRestore {
             guard UInt64(address) == v.start else { throw CryoError("mmap put 0x\(String(v.start, radix: 16)) at 0x\(String(address, radix: 16))") }
         }
 
+        log.debug("\(vmas.count) mappings made")
         // 4. Pages: the process reads them itself, many ranges per preadv.
         let pagesFD = try openRemote(image.pagesPath, O_RDONLY)
         defer { _ = try? process.syscall(Syscall.close, pagesFD) }
