@@ -1,4 +1,5 @@
 import CLinux
+import Dispatch
 import Glibc
 import SystemPackage
 
@@ -115,9 +116,8 @@ enum MemoryResource {
         catch { throw CryoError("cannot open /proc/\(process.pid)/pagemap", errno: error as! Errno) }
         defer { try? pagemap.close() }
         var entries: [PagemapEntry] = []
-        let chunk = 4 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { buffer.deallocate() }
+        var segments: [PageCopier.Segment] = []
+        var fileOffset: UInt64 = 0
         for vma in vmas where dumpsPages(vma) {
             stats.pagesScanned += (vma.end - vma.start) / 4096
             for range in try touchedRanges(pagemap: pagemap, start: vma.start, end: vma.end) {
@@ -126,20 +126,115 @@ enum MemoryResource {
                 e.nrPages = UInt32((range.upperBound - range.lowerBound) / 4096)
                 e.flags = pagePresent
                 entries.append(e)
-                var address = range.lowerBound
-                while address < range.upperBound {
-                    let n = Int(min(UInt64(chunk), range.upperBound - address))
-                    let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-                    try process.memory.read(address, into: slice)
-                    do { _ = try pages.writeAll(UnsafeRawBufferPointer(slice)) }
-                    catch { throw CryoError("cannot write pages image", errno: error as? Errno ?? .ioError) }
-                    address += UInt64(n)
-                }
+                segments.append(.init(address: range.lowerBound, length: range.upperBound - range.lowerBound, fileOffset: fileOffset))
+                fileOffset += range.upperBound - range.lowerBound
                 stats.pagesWritten += UInt64(e.nrPages)
             }
         }
+        try PageCopier.dump(from: process.memory, segments, to: pages)
         return entries
     }
+}
+
+/// Moves pages between a process and a pages image on all cores at once.
+///
+/// Page movement dominates checkpoint time, and both directions are dominated by the kernel
+/// allocating pages (page cache on dump, anonymous memory on restore), which scales with
+/// cores. Work is cut into chunks that worker threads take in turn; each chunk is one
+/// process_vm_readv + pwrite (dump) or one process_vm_writev straight from the mapped image
+/// (restore: a single copy from page cache into the process). No ptrace is used here, so
+/// any thread may do it.
+enum PageCopier {
+    /// A run of pages: where it is in the process and in the image.
+    struct Segment: Sendable {
+        var address: UInt64
+        var length: UInt64
+        var fileOffset: UInt64
+    }
+
+    static let chunkSize: UInt64 = 4 << 20
+    static var workers: Int { max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))) }
+
+    private static func chunks(_ segments: [Segment]) -> [Segment] {
+        var result: [Segment] = []
+        for s in segments {
+            var done: UInt64 = 0
+            while done < s.length {
+                let n = min(chunkSize, s.length - done)
+                result.append(Segment(address: s.address + done, length: n, fileOffset: s.fileOffset + done))
+                done += n
+            }
+        }
+        return result
+    }
+
+    /// Runs `body` on every chunk from `workers` threads; the first error wins.
+    private static func parallel(_ chunks: [Segment], _ body: @escaping @Sendable (Segment, UnsafeMutableRawBufferPointer) throws -> Void) throws {
+        let next = ManagedAtomicCounter()
+        let failure = FirstError()
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunkSize), alignment: 4096)
+            defer { buffer.deallocate() }
+            while !failure.isSet {
+                let i = next.increment()
+                guard i < chunks.count else { return }
+                do { try body(chunks[i], buffer) } catch { failure.set(error) }
+            }
+        }
+        if let error = failure.error { throw error }
+    }
+
+    static func dump(from memory: RemoteMemory, _ segments: [Segment], to file: FileDescriptor) throws {
+        try parallel(chunks(segments)) { c, buffer in
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(c.length)])
+            try memory.read(c.address, into: slice)
+            do { _ = try file.writeAll(toAbsoluteOffset: Int64(c.fileOffset), UnsafeRawBufferPointer(slice)) }
+            catch { throw CryoError("cannot write the pages image at offset \(c.fileOffset)", errno: error as? Errno ?? .ioError) }
+        }
+    }
+
+    static func restore(to memory: RemoteMemory, _ segments: [Segment], from path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CryoError("cannot open \(path)", errno: Errno(rawValue: errnoValue)) }
+        defer { close(fd) }
+        let total = segments.map { $0.fileOffset + $0.length }.max() ?? 0
+        guard total > 0 else { return }
+        guard let base = mmap(nil, Int(total), PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            throw CryoError("cannot map \(path)", errno: Errno(rawValue: errnoValue))
+        }
+        defer { munmap(base, Int(total)) }
+        madvise(base, Int(total), 3 /* MADV_WILLNEED */)
+        let address = UInt(bitPattern: base)
+        try parallel(chunks(segments)) { c, _ in
+            let source = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address + UInt(c.fileOffset)), count: Int(c.length))
+            try memory.write(c.address, source)
+        }
+    }
+}
+
+/// A counter several threads take numbers from.
+final class ManagedAtomicCounter: @unchecked Sendable {
+    private var value = 0
+    private var lock = pthread_mutex_t()
+    init() { pthread_mutex_init(&lock, nil) }
+    deinit { pthread_mutex_destroy(&lock) }
+    /// Returns the current value and adds one.
+    func increment() -> Int {
+        pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
+        value += 1
+        return value - 1
+    }
+}
+
+/// The first error any of several threads met.
+final class FirstError: @unchecked Sendable {
+    private var stored: (any Error)?
+    private var lock = pthread_mutex_t()
+    init() { pthread_mutex_init(&lock, nil) }
+    deinit { pthread_mutex_destroy(&lock) }
+    var isSet: Bool { error != nil }
+    var error: (any Error)? { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return stored }
+    func set(_ e: any Error) { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; if stored == nil { stored = e } }
 }
 
 /// CRIU's dump statistics (`stats-dump.img`), in microseconds and pages.
@@ -178,8 +273,6 @@ func monotonicMicroseconds() -> UInt64 {
 /// each VMA at its address, and has the process read its own pages from `pages-N.img`.
 enum MemoryRestore {
     static let archMapVdso64: UInt64 = 0x2003
-    /// preadv's limit on iovecs per call.
-    static let maxIovecs = 1024
 
     static func restore(_ process: RemoteProcess, _ image: ProcessImage,
                         openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
@@ -232,32 +325,16 @@ enum MemoryRestore {
         }
 
         log.debug("\(vmas.count) mappings made")
-        // 4. Pages: the process reads them itself, many ranges per preadv.
-        let pagesFD = try openRemote(image.pagesPath, O_RDONLY)
-        defer { _ = try? process.syscall(Syscall.close, pagesFD) }
+        // 4. Pages, copied straight from the image's page cache into the process.
+        var segments: [PageCopier.Segment] = []
         var offset: UInt64 = 0
-        var batch: [UInt64] = []
-        var batchBytes: UInt64 = 0
-        var pages: UInt64 = 0
-        func flush() throws {
-            guard !batch.isEmpty else { return }
-            try process.memory.write(batch, at: scratch)
-            let n = try call("preadv of \(image.pagesPath) at \(offset)", 295 /* preadv */, pagesFD, scratch, UInt64(batch.count / 2), offset, 0)
-            guard UInt64(n) == batchBytes else {
-                throw CryoError("\(image.pagesPath) is truncated: read \(n) of \(batchBytes) bytes at offset \(offset)")
-            }
-            offset += batchBytes
-            batch.removeAll(keepingCapacity: true)
-            batchBytes = 0
-        }
         for e in image.pagemap {
             let length = UInt64(e.nrPages) * 4096
-            if batch.count / 2 == maxIovecs || batchBytes + length > 1 << 30 { try flush() }
-            batch += [e.vaddr, length]
-            batchBytes += length
-            pages += UInt64(e.nrPages)
+            segments.append(.init(address: e.vaddr, length: length, fileOffset: offset))
+            offset += length
         }
-        try flush()
+        try PageCopier.restore(to: process.memory, segments, from: image.pagesPath)
+        let pages = offset / 4096
 
         // 5. Final protections and advice.
         for v in vmas where withPages.contains(v.start) && v.prot & UInt32(PROT_WRITE) == 0 {
