@@ -1,0 +1,50 @@
+import ArgumentParser
+import Cryo
+import Glibc
+
+struct Dump: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Checkpoint a process into an images directory.",
+        discussion: """
+        Freezes every thread of PID, writes its state as CRIU-format images into the images \
+        directory, and then kills it (the default), leaves it running (-R) or leaves it stopped \
+        (-s). If anything fails, the process is left running exactly as it was, and the exit \
+        status is 1.
+        """)
+
+    @Option(name: [.customShort("t"), .customLong("tree")], help: "The process to dump.")
+    var pid: Int32
+
+    @OptionGroup var common: CommonOptions
+
+    @Flag(name: [.customShort("R"), .customLong("leave-running")], help: "Let the process continue after the dump.")
+    var leaveRunning = false
+
+    @Flag(name: [.customShort("s"), .customLong("leave-stopped")], help: "Leave the process stopped (SIGSTOP) after the dump.")
+    var leaveStopped = false
+
+    @Flag(name: [.customShort("j"), .customLong("shell-job")], help: "Allow a process that belongs to a session it does not lead.")
+    var shellJob = false
+
+    func run() throws {
+        let log = try reporting(nil) { try common.makeLog() }
+        let stats = try reporting(log) {
+            let images = try ImageDirectory(path: common.imagesDir, create: false, writable: true)
+            var options = DumpOptions(pid: pid, images: images)
+            options.afterDump = leaveStopped ? .stop : leaveRunning ? .resume : .kill
+            options.shellJob = shellJob
+            return try Dumper.dump(options, log: log)
+        }
+        if common.displayStats {
+            print("""
+            Displaying dump stats:
+            Freezing time: \(stats.freezingTime) us
+            Frozen time: \(stats.frozenTime) us
+            Memory dump time: \(stats.memdumpTime) us
+            Memory write time: \(stats.memwriteTime) us
+            Memory pages scanned: \(stats.pagesScanned) (0x\(String(stats.pagesScanned, radix: 16)))
+            Memory pages written: \(stats.pagesWritten) (0x\(String(stats.pagesWritten, radix: 16)))
+            """)
+        }
+    }
+}
