@@ -22,54 +22,162 @@ enum TaskState {
     static let alive: UInt32 = 1
 }
 
-/// Checkpoints one process (all its threads) into an images directory.
+/// CRIU's task states in `tc.task_state`.
+extension TaskState {
+    static let zombie: UInt32 = 6
+}
+
+/// One process of the tree being dumped.
+final class TreeMember {
+    let pid: pid_t
+    let ppid: pid_t
+    /// The frozen process; nil for a zombie.
+    let process: RemoteProcess?
+    /// The wait status and name of a zombie.
+    var exitStatus: UInt32 = 0
+    var comm = ""
+
+    init(pid: pid_t, ppid: pid_t, process: RemoteProcess?) {
+        self.pid = pid
+        self.ppid = ppid
+        self.process = process
+    }
+}
+
+/// Checkpoints a process and all its descendants into an images directory.
 ///
 /// Everything is read from outside: /proc, ptrace, and system calls borrowed from the
-/// process's own threads. Until the images are complete nothing about the process changes
-/// that `RemoteProcess.release` cannot undo, so any failure leaves it running as it was.
+/// processes' own threads. Until the images are complete nothing about the processes changes
+/// that `RemoteProcess.release` cannot undo, so any failure leaves them running as they were.
 public enum Dumper {
     public static func dump(_ options: DumpOptions, log: Log) throws -> DumpStatistics {
-        let pid = options.pid
+        let root = options.pid
         var stats = DumpStatistics()
         let start = monotonicMicroseconds()
-        log.info("Dumping process \(pid) into \(options.images.path)")
-        let process = try RemoteProcess.freeze(pid)
+        log.info("Dumping process tree of \(root) into \(options.images.path)")
+        let tree = try freezeTree(root, log: log)
         let frozenAt = monotonicMicroseconds()
         stats.freezingTime = UInt32(frozenAt - start)
-        log.info("Froze \(process.threads.count) thread(s) of \(pid) in \(frozenAt - start) µs")
+        log.info("Froze \(tree.count) process(es) in \(frozenAt - start) µs")
         do {
-            try writeImages(process, options, &stats, log: log)
+            try writeImages(tree, options, &stats, log: log)
         } catch {
-            log.warn("dump of process \(pid) failed; it is left running as it was")
-            process.release(.resume)
+            log.warn("dump of \(root) failed; the processes are left running as they were")
+            for m in tree.reversed() { m.process?.release(.resume) }
             throw error
         }
         stats.frozenTime = UInt32(monotonicMicroseconds() - frozenAt)
-        // The images are complete: only now may the process be killed.
-        process.release(options.afterDump)
+        // The images are complete: only now may the processes be killed.
+        for m in tree.reversed() { m.process?.release(options.afterDump) }
         try options.images.write("stats-dump.img", magic: .stats, stats.entry)
-        log.info("Dump of \(pid) finished: \(stats.pagesWritten) pages written, \(stats.frozenTime) µs frozen")
+        log.info("Dump of \(root) finished: \(stats.pagesWritten) pages written, \(stats.frozenTime) µs frozen")
         return stats
     }
 
-    private static func writeImages(_ process: RemoteProcess, _ options: DumpOptions, _ stats: inout DumpStatistics, log: Log) throws {
+    /// Freezes `root` and then, parents first, every descendant. A frozen process cannot fork,
+    /// so once a parent is frozen its list of children is final.
+    static func freezeTree(_ root: pid_t, log: Log) throws -> [TreeMember] {
+        var tree: [TreeMember] = []
+        var queue: [(pid: pid_t, ppid: pid_t)] = [(root, 0)]
+        do {
+            while !queue.isEmpty {
+                let (pid, ppid) = queue.removeFirst()
+                let proc = ProcDirectory(pid: pid)
+                let state = try? proc.status()["State"]
+                if state?.hasPrefix("Z") == true {
+                    guard pid != root else { throw CryoError("process \(pid) is a zombie; there is nothing to dump") }
+                    let m = TreeMember(pid: pid, ppid: ppid, process: nil)
+                    let stat = try proc.statFields()
+                    m.exitStatus = UInt32(stat.last.flatMap { UInt32($0.trimmingCharacters(in: "\n")) } ?? 0)
+                    m.comm = (try? proc.text("comm").trimmingCharacters(in: "\n")) ?? ""
+                    tree.append(m)
+                    continue
+                }
+                let process = try RemoteProcess.freeze(pid)
+                tree.append(TreeMember(pid: pid, ppid: ppid, process: process))
+                var children = Set<pid_t>()
+                for thread in process.threads {
+                    let text = (try? proc.task(thread.tid).text("children")) ?? ""
+                    for c in text.split(separator: " ") { if let c = pid_t(c.trimmingCharacters(in: "\n")) { children.insert(c) } }
+                }
+                queue += children.sorted().map { ($0, pid) }
+            }
+        } catch {
+            for m in tree.reversed() { m.process?.release(.resume) }
+            throw error
+        }
+        return tree
+    }
+
+    private static func writeImages(_ tree: [TreeMember], _ options: DumpOptions, _ stats: inout DumpStatistics, log: Log) throws {
+        let images = options.images
+        let members = Set(tree.map(\.pid))
+        var files = FileTable()
+        var pstree: [PstreeEntry] = []
+        var rootIDs = TaskKobjIdsEntry()
+        for (index, m) in tree.enumerated() {
+            let id = UInt32(index + 1)
+            var ids = TaskKobjIdsEntry()
+            ids.vmID = id; ids.filesID = id; ids.fsID = id; ids.sighandID = id
+            if index == 0 { rootIDs = ids }
+            var entry = PstreeEntry()
+            entry.pid = UInt32(m.pid)
+            entry.ppid = UInt32(m.ppid)
+            if let process = m.process {
+                let stat = try process.proc.statFields()
+                // stat(5) fields, counted from `state` (field 3) at index 0.
+                entry.pgid = UInt32(stat[2]) ?? 0
+                entry.sid = UInt32(stat[3]) ?? 0
+                entry.threads = process.threads.map { UInt32($0.tid) }
+                let inTree = { (id: UInt32) in members.contains(pid_t(id)) }
+                if !options.shellJob && (!inTree(entry.sid) || !inTree(entry.pgid)) {
+                    throw CryoError("process \(m.pid) is in session \(entry.sid), group \(entry.pgid), led by a process outside the dump: it was started from a shell job. Start the tree with setsid, or use --shell-job")
+                }
+                try ProcessDump.write(process, ids: ids, images: images, files: &files, stats: &stats, log: log)
+            } else {
+                // A zombie: only its exit status is left, and its parent will reap it.
+                let parent = tree.first { $0.pid == m.ppid }
+                let stat = try? parent?.process?.proc.statFields()
+                entry.pgid = UInt32(stat?[2] ?? "0") ?? 0
+                entry.sid = UInt32(stat?[3] ?? "0") ?? 0
+                entry.threads = [UInt32(m.pid)]
+                var core = CoreEntry()
+                core.mtype = .x8664
+                var tc = TaskCoreEntry()
+                tc.taskState = TaskState.zombie
+                tc.exitCode = m.exitStatus
+                tc.personality = 0; tc.flags = 0; tc.blkSigset = 0; tc.comm = m.comm
+                core.tc = tc
+                try images.write("core-\(m.pid).img", magic: .core, core)
+            }
+            pstree.append(entry)
+        }
+        try images.write("files.img", magic: .files, files.files)
+        try images.write("pstree.img", magic: .pstree, pstree)
+
+        var inventory = InventoryEntry()
+        inventory.imgVersion = 2
+        inventory.fdinfoPerID = true
+        inventory.rootIds = rootIDs
+        inventory.lsmtype = .noLsm
+        inventory.dumpUptime = UInt64(ProcessInfo.processInfo.systemUptime * 1_000_000)
+        try images.write("inventory.img", magic: .inventory, inventory)
+    }
+}
+
+/// The images of one live process: core (per thread), mm, pagemap and pages, ids, fs, fdinfo.
+enum ProcessDump {
+    static func write(_ process: RemoteProcess, ids: TaskKobjIdsEntry, images: ImageDirectory, files: inout FileTable,
+                      stats: inout DumpStatistics, log: Log) throws {
         let pid = process.pid
         let proc = process.proc
-        let images = options.images
         let stat = try proc.statFields()
-        // stat(5) fields, counted from `state` (field 3) at index 0.
-        let pgid = UInt32(stat[2]) ?? 0, sid = UInt32(stat[3]) ?? 0
-        if sid != UInt32(pid) && !options.shellJob {
-            throw CryoError("process \(pid) is in session \(sid), which it does not lead; it was started from a shell job. Start it with setsid, or use --shell-job")
-        }
 
         // What cannot be dumped is found before anything is written.
-        var files = FileTable()
         try files.addDescriptors(of: pid)
-        let mappings = try proc.mappings()
+        let mappings = try proc.mappings().filter { $0.start != process.scratch?.address }
         let vmas = try MemoryResource.vmaEntries(mappings, pid: pid, files: &files)
-        log.debug("\(vmas.count) mappings, \(files.descriptors.count) open fds")
-
+        log.debug("process \(pid): \(vmas.count) mappings, \(files.descriptors[pid]?.count ?? 0) open fds")
         // Per-process state, from inside the process.
         var tc = TaskCoreEntry()
         tc.taskState = TaskState.alive
@@ -120,7 +228,7 @@ public enum Dumper {
 
         // Memory last: it is the long part, and everything else is known to be dumpable.
         let memStart = monotonicMicroseconds()
-        let pagesName = "pages-1.img"
+        let pagesName = "pages-\(ids.vmID).img"
         let partial = images.url(".\(pagesName).partial")
         let pagesFD: FileDescriptor
         do { pagesFD = try FileDescriptor.open(FilePath(partial), .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead, .otherRead]) }
@@ -132,43 +240,23 @@ public enum Dumper {
             unlink(partial)
             throw error
         }
-        stats.memdumpTime = UInt32(monotonicMicroseconds() - memStart)
+        stats.memdumpTime += UInt32(monotonicMicroseconds() - memStart)
         stats.memwriteTime = stats.memdumpTime
         guard rename(partial, images.url(pagesName)) == 0 else {
             throw CryoError("cannot rename \(partial)", errno: Errno(rawValue: errnoValue))
         }
 
-        var ids = TaskKobjIdsEntry()
-        ids.vmID = 1; ids.filesID = 1; ids.fsID = 1; ids.sighandID = 1
-
         var head = PagemapHead()
-        head.pagesID = 1
+        head.pagesID = ids.vmID
         var pagemapImage = ImageCodec.header(for: .pagemap)
         try ImageCodec.appendEntry(head, to: &pagemapImage)
         for e in pagemap { try ImageCodec.appendEntry(e, to: &pagemapImage) }
         try images.writeFile("pagemap-\(pid).img", pagemapImage)
 
-        var pstree = PstreeEntry()
-        pstree.pid = UInt32(pid)
-        pstree.ppid = 0
-        pstree.pgid = pgid
-        pstree.sid = sid
-        pstree.threads = process.threads.map { UInt32($0.tid) }
-
         try images.write("mm-\(pid).img", magic: .mm, mm)
         for (tid, core) in cores { try images.write("core-\(tid).img", magic: .core, core) }
         try images.write("ids-\(pid).img", magic: .ids, ids)
         try images.write("fs-\(pid).img", magic: .fs, fs)
-        try images.write("files.img", magic: .files, files.files)
-        try images.write("fdinfo-\(ids.filesID).img", magic: .fdinfo, files.descriptors)
-        try images.write("pstree.img", magic: .pstree, pstree)
-
-        var inventory = InventoryEntry()
-        inventory.imgVersion = 2
-        inventory.fdinfoPerID = true
-        inventory.rootIds = ids
-        inventory.lsmtype = .noLsm
-        inventory.dumpUptime = UInt64(ProcessInfo.processInfo.systemUptime * 1_000_000)
-        try images.write("inventory.img", magic: .inventory, inventory)
+        try images.write("fdinfo-\(ids.filesID).img", magic: .fdinfo, files.descriptors[pid] ?? [])
     }
 }

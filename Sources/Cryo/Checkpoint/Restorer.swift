@@ -9,140 +9,54 @@ public struct RestoreOptions: Sendable {
     public init(images: ImageDirectory) { self.images = images }
 }
 
-/// Everything read from an images directory about one process, checked before anything is
-/// created.
-struct ProcessImage {
-    var pstree: PstreeEntry
-    var cores: [pid_t: CoreEntry]
-    var mm: MmEntry
-    var pagemap: [PagemapEntry]
-    var pagesPath: String
-    var files: [UInt32: FileEntry]
-    var descriptors: [FdinfoEntry]
-    var fs: FsEntry
-
-    var pid: pid_t { pid_t(pstree.pid) }
-    var leader: CoreEntry { cores[pid]! }
-
-    static func load(_ images: ImageDirectory) throws -> ProcessImage {
-        guard images.contains("inventory.img") else {
-            throw CryoError("\(images.path) holds no complete dump: inventory.img is missing")
-        }
-        let inventory: InventoryEntry = try images.readOne("inventory.img", magic: .inventory)
-        guard inventory.imgVersion == 2 else {
-            throw CryoError("\(images.url("inventory.img")): image version \(inventory.imgVersion) is not supported (expected 2)")
-        }
-        let tree: [PstreeEntry] = try images.read("pstree.img", magic: .pstree)
-        guard tree.count == 1, let root = tree.first else {
-            throw CryoError("\(images.url("pstree.img")) describes \(tree.count) processes; Cryo restores single processes only so far")
-        }
-        let pid = pid_t(root.pid)
-        var cores: [pid_t: CoreEntry] = [:]
-        for tid in root.threads {
-            let core: CoreEntry = try images.readOne("core-\(tid).img", magic: .core)
-            guard core.mtype == .x8664, core.hasThreadInfo else {
-                throw CryoError("\(images.url("core-\(tid).img")) is not an x86_64 thread image")
-            }
-            cores[pid_t(tid)] = core
-        }
-        guard cores[pid]?.hasTc == true else { throw CryoError("\(images.url("core-\(pid).img")) has no task state") }
-        let mm: MmEntry = try images.readOne("mm-\(pid).img", magic: .mm)
-        let ids: TaskKobjIdsEntry = try images.readOne("ids-\(pid).img", magic: .ids)
-        let fs: FsEntry = try images.readOne("fs-\(pid).img", magic: .fs)
-        let fileList: [FileEntry] = try images.read("files.img", magic: .files)
-        let descriptors: [FdinfoEntry] = try images.read("fdinfo-\(ids.filesID).img", magic: .fdinfo)
-        // pagemap: a head, then entries.
-        let pagemapFile = images.url("pagemap-\(pid).img")
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(pagemapFile) } catch let e as Errno { throw CryoError("cannot read image \(pagemapFile)", errno: e) }
-        let (magic, start) = try ImageCodec.readHeader(bytes, file: pagemapFile)
-        guard magic == .pagemap else { throw CryoError("image \(pagemapFile) is not a pagemap image") }
-        let frames = try ImageCodec.frames(bytes, from: start, file: pagemapFile)
-        guard let first = frames.first else { throw CryoError("image \(pagemapFile) is empty") }
-        let head: PagemapHead
-        var pagemap: [PagemapEntry] = []
-        do {
-            head = try PagemapHead(serializedBytes: Array(bytes[first]))
-            for f in frames.dropFirst() { pagemap.append(try PagemapEntry(serializedBytes: Array(bytes[f]))) }
-        } catch { throw CryoError("image \(pagemapFile) is corrupt: \(error)") }
-        let pagesPath = images.url("pages-\(head.pagesID).img")
-        var st = stat()
-        guard stat(pagesPath, &st) == 0 else { throw CryoError("cannot restore: \(pagesPath) is missing", errno: Errno(rawValue: errnoValue)) }
-        let expected = pagemap.reduce(UInt64(0)) { $0 + UInt64($1.nrPages) * 4096 }
-        guard UInt64(st.st_size) == expected else {
-            throw CryoError("cannot restore: \(pagesPath) holds \(st.st_size) bytes but \(pagemapFile) describes \(expected)")
-        }
-        var files: [UInt32: FileEntry] = [:]
-        for f in fileList { files[f.id] = f }
-        let image = ProcessImage(pstree: root, cores: cores, mm: mm, pagemap: pagemap, pagesPath: pagesPath,
-                                 files: files, descriptors: descriptors, fs: fs)
-        try image.verify()
-        return image
-    }
-
-    /// Cross-checks the images and the files they name before the process is created.
-    func verify() throws {
-        var used = Set(descriptors.map(\.id))
-        used.insert(mm.exeFileID)
-        used.insert(fs.cwdID)
-        used.insert(fs.rootID)
-        for v in mm.vmas where v.status & (MemoryResource.filePrivate | MemoryResource.fileShared) != 0 { used.insert(UInt32(v.shmid)) }
-        for id in used.sorted() {
-            guard let f = files[id] else { throw CryoError("cannot restore: files.img has no entry for file id \(id)") }
-            try f.verifyForRestore()
-        }
-        for e in pagemap {
-            guard mm.vmas.contains(where: { $0.start <= e.vaddr && e.vaddr + UInt64(e.nrPages) * 4096 <= $0.end }) else {
-                throw CryoError("cannot restore: pagemap entry at 0x\(String(e.vaddr, radix: 16)) lies outside every mapping of mm-\(pid).img")
-            }
-        }
-    }
-}
-
-/// Recreates a process from its images, with its PID and TIDs, from outside: a child is
-/// cloned with the right PID, stops itself, and is rebuilt by remote system calls.
+/// Recreates a process tree from its images, with its PIDs and TIDs, from outside.
+///
+/// The root is cloned by Cryo with its PID; it maps a small helper (a `syscall` page and
+/// scratch space) and stops itself. Each process is then rebuilt by remote system calls, in
+/// this order: session, files, memory, mm fields; then its children are forked from it by a
+/// remote `clone3` (so they inherit its open files, and share them as before) and built the
+/// same way; then the rest of its state, its threads, and its credentials last. Zombies are
+/// forked like the others and made to exit with their status at the end.
 public enum Restorer {
     /// The helper mapping's size: a code page, then scratch space.
     static let helperSize = 64 * 1024
 
-    /// Restores the process and lets it run. Returns its pid; the caller is its parent.
+    /// Restores the tree and lets it run. Returns the root's pid; the caller is its parent.
     public static func restore(_ options: RestoreOptions, log: Log) throws -> pid_t {
         let started = monotonicMicroseconds()
-        let image = try ProcessImage.load(options.images)
-        let pid = image.pid
-        log.info("Restoring process \(pid) (\(image.cores.count) thread(s)) from \(options.images.path)")
-        let helper = try chooseHelperAddress(image.mm.vmas)
-        let child = try spawn(pid: pid, helper: helper)
-        let forked = monotonicMicroseconds()
-        let process: RemoteProcess
+        let tree = try TreeImage.load(options.images)
+        let pid = tree.root.pid
+        log.info("Restoring \(tree.processes.count) process(es) rooted at \(pid) from \(options.images.path)")
+        let helper = try chooseHelperAddress(tree.processes.flatMap(\.mm.vmas))
+        _ = try spawn(pid: pid, helper: helper)
+        let builder: TreeBuilder
         do {
-            process = try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: helperSize)
+            builder = TreeBuilder(tree: tree, log: log)
+            builder.made[pid] = try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: helperSize)
         } catch {
-            Glibc.kill(child, SIGKILL); _ = try? WaitStatus.wait(child)
+            Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid)
             throw error
         }
-        var pagesRestored: UInt64 = 0
         do {
-            pagesRestored = try rebuild(process, image, options, log: log)
+            try builder.build(tree.root, inherited: nil)
+            let forked = monotonicMicroseconds()
+            try builder.finish()
+            var r = RestoreStatsEntry()
+            r.pagesCompared = 0
+            r.pagesSkippedCow = 0
+            r.forkingTime = UInt32(forked - started)
+            r.restoreTime = UInt32(monotonicMicroseconds() - started)
+            r.pagesRestored = builder.pagesRestored
+            var stats = StatsEntry()
+            stats.restore = r
+            do { try options.images.write("stats-restore.img", magic: .stats, stats) }
+            catch { log.warn("cannot write stats-restore.img: \(error)") }
+            log.info("\(tree.processes.count) process(es) restored in \(r.restoreTime) µs")
         } catch {
-            log.error("restore of process \(pid) failed; killing what was made: \(error)")
-            Glibc.kill(pid, SIGKILL)
-            process.forget()
-            for thread in process.threads { try? Ptrace.detach(thread.tid) }
-            _ = try? WaitStatus.wait(pid)
+            log.warn("restore failed; killing every process it made")
+            builder.killAll()
             throw error
         }
-        var r = RestoreStatsEntry()
-        r.pagesCompared = 0
-        r.pagesSkippedCow = 0
-        r.forkingTime = UInt32(forked - started)
-        r.restoreTime = UInt32(monotonicMicroseconds() - started)
-        r.pagesRestored = pagesRestored
-        var stats = StatsEntry()
-        stats.restore = r
-        do { try options.images.write("stats-restore.img", magic: .stats, stats) }
-        catch { log.warn("cannot write stats-restore.img: \(error)") }
-        log.info("Process \(pid) restored in \(r.restoreTime) µs")
         return pid
     }
 
@@ -165,7 +79,7 @@ public enum Restorer {
         throw CryoError("no free address for the restore helper")
     }
 
-    /// Clones the child with PID `pid`, waits for it to stop, and makes it ours.
+    /// Clones the root with PID `pid`, waits for it to stop, and makes it ours.
     static func spawn(pid: pid_t, helper: UInt64) throws -> pid_t {
         var args = cl_restore_child_args(helper_address: helper, helper_size: UInt64(helperSize), pid: pid)
         var result: Int = 0
@@ -173,27 +87,52 @@ public enum Restorer {
         for attempt in 0..<60 {
             result = cl_spawn_restore_child(&args)
             if result != -Int(EEXIST) { break }
-            if attempt == 0, Glibc.kill(pid, 0) == 0, (try? ProcDirectory(pid: pid).status()["State"]?.hasPrefix("Z")) != true {
-                let comm = (try? ProcDirectory(pid: pid).text("comm").trimmingCharacters(in: "\n")) ?? "?"
-                throw CryoError("cannot restore: pid \(pid) is in use by a running process (\(comm))")
-            }
+            if attempt == 0 { try checkPidFree(pid) }
             usleep(50_000)
         }
         if result == -Int(EEXIST) { throw CryoError("cannot restore: pid \(pid) is in use") }
         if result < 0 { throw CryoError("cannot create a process with pid \(pid) (clone3 with set_tid)", errno: Errno(rawValue: Int32(-result))) }
-        let status: WaitStatus
-        do { status = try WaitStatus.wait(pid) } catch { throw CryoError("waiting for new process \(pid)", errno: error) }
-        guard case .stopped(SIGSTOP, _) = status else {
-            throw CryoError("new process \(pid) did not stop as expected: \(status)")
-        }
-        do { try Ptrace.setOptions(pid, Int(CL_PTRACE_O_EXITKILL | CL_PTRACE_O_TRACECLONE | CL_PTRACE_O_TRACESYSGOOD)) }
-        catch { Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid); throw CryoError("cannot set ptrace options on \(pid)", errno: error) }
+        try adoptNewChild(pid)
         return pid
     }
 
-    /// Rebuilds the process in the stopped child. Returns the number of pages restored.
-    private static func rebuild(_ process: RemoteProcess, _ image: ProcessImage, _ options: RestoreOptions, log: Log) throws -> UInt64 {
+    /// Fails when `pid` belongs to a live process (a zombie may still go away).
+    static func checkPidFree(_ pid: pid_t) throws {
+        guard Glibc.kill(pid, 0) == 0, (try? ProcDirectory(pid: pid).status()["State"]?.hasPrefix("Z")) != true else { return }
+        let comm = (try? ProcDirectory(pid: pid).text("comm").trimmingCharacters(in: "\n")) ?? "?"
+        throw CryoError("cannot restore: pid \(pid) is in use by a running process (\(comm))")
+    }
+
+    /// Waits for a new child's first stop and sets the ptrace options every restored process needs.
+    static func adoptNewChild(_ pid: pid_t) throws {
+        let status: WaitStatus
+        do { status = try WaitStatus.wait(pid) } catch { throw CryoError("waiting for new process \(pid)", errno: error) }
+        guard case .stopped = status else {
+            throw CryoError("new process \(pid) did not stop as expected: \(status)")
+        }
+        do { try Ptrace.setOptions(pid, Int(CL_PTRACE_O_EXITKILL | CL_PTRACE_O_TRACECLONE | CL_PTRACE_O_TRACEFORK | CL_PTRACE_O_TRACESYSGOOD)) }
+        catch { Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid); throw CryoError("cannot set ptrace options on \(pid)", errno: error) }
+    }
+}
+
+/// Builds the processes of one restore and remembers what it made, to undo it on failure.
+final class TreeBuilder {
+    let tree: TreeImage
+    let log: Log
+    /// Every process created so far, live or to become a zombie.
+    var made: [pid_t: RemoteProcess] = [:]
+    var pagesRestored: UInt64 = 0
+
+    init(tree: TreeImage, log: Log) {
+        self.tree = tree
+        self.log = log
+    }
+
+    /// Rebuilds `image` in its (stopped) process, then its children. `inherited` is the fd
+    /// table the process got from its parent (nil for the root).
+    func build(_ image: ProcessImage, inherited: [FdinfoEntry]?) throws {
         let pid = image.pid
+        let process = made[pid]!
         let tc = image.leader.tc
         let scratch = process.scratch!.address
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
@@ -203,13 +142,21 @@ public enum Restorer {
             try process.memory.write(Array(path.utf8) + [0], at: scratch)
             return UInt64(try call("open \(path)", Syscall.openat, UInt64(bitPattern: -100), scratch, UInt64(UInt32(bitPattern: flags)), 0))
         }
+        log.debug("building process \(pid)")
+        // Session and group first: children inherit them.
+        if image.pstree.sid == UInt32(pid) { _ = try call("setsid", 112) }
+        else if image.pstree.pgid == UInt32(pid) { _ = try call("setpgid", 109, 0, 0) }
+        if image.isZombie { return }
 
-        let pages = try MemoryRestore.restore(process, image, openRemote: openRemote, log: log)
-        log.debug("memory of \(pid) restored: \(pages) pages")
+        try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, openRemote: openRemote)
+        pagesRestored += try MemoryRestore.restore(process, image, files: tree.files, openRemote: openRemote, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
         let mm = image.mm
-        let exeFD = try openRemote(image.files[mm.exeFileID]!.reg.name, O_RDONLY)
+        // A forked child already runs its parent's exe, which it still maps: the kernel refuses
+        // to replace an exe that is mapped (EBUSY), and there is nothing to replace.
+        let exePath = tree.files[mm.exeFileID]!.reg.name
+        let exeFD = (try? process.proc.link("exe")) == exePath ? UInt64(UInt32.max) : try openRemote(exePath, O_RDONLY)
         let auxvAddress = scratch + 256
         try process.memory.write(mm.mmSavedAuxv, at: auxvAddress)
         var map = cl_prctl_mm_map(start_code: mm.mmStartCode, end_code: mm.mmEndCode, start_data: mm.mmStartData,
@@ -219,16 +166,30 @@ public enum Restorer {
                                   auxv_size: UInt32(mm.mmSavedAuxv.count * 8), exe_fd: UInt32(exeFD))
         try withUnsafeBytes(of: &map) { try process.memory.write(scratch, $0) }
         _ = try call("prctl(PR_SET_MM, PR_SET_MM_MAP)", Syscall.prctl, 35, 14, scratch, UInt64(MemoryLayout<cl_prctl_mm_map>.size), 0)
-        _ = try call("close", Syscall.close, exeFD)
+        if exeFD != UInt64(UInt32.max) { _ = try call("close", Syscall.close, exeFD) }
 
-        try FilesRestore.restore(process, image, openRemote: openRemote)
+        // Children: forked from this process now, so they inherit its files.
+        for child in tree.children(of: pid) {
+            try Restorer.checkPidFree(child.pid)
+            try process.memory.write(UInt64(child.pid), at: scratch + 128)
+            var args = cl_clone_args()
+            args.exit_signal = UInt64(SIGCHLD)
+            args.set_tid = scratch + 128
+            args.set_tid_size = 1
+            try withUnsafeBytes(of: &args) { try process.memory.write(scratch, $0) }
+            let new = try call("clone3 of process \(child.pid)", Syscall.clone3, scratch, UInt64(MemoryLayout<cl_clone_args>.size))
+            guard new == Int64(child.pid) else { throw CryoError("clone3 made process \(new), expected \(child.pid)") }
+            try Restorer.adoptNewChild(child.pid)
+            made[child.pid] = try RemoteProcess.adoptRestoreChild(child.pid, helper: process.gadget, helperSize: Restorer.helperSize)
+            try build(child, inherited: image.descriptors)
+        }
 
         // Where it stands: cwd, root, umask.
-        if let root = image.files[image.fs.rootID]?.reg.name, root != "/" {
+        if let root = tree.files[image.fs.rootID]?.reg.name, root != "/" {
             try process.memory.write(Array(root.utf8) + [0], at: scratch)
             _ = try call("chroot \(root)", Syscall.chroot, scratch)
         }
-        if let cwd = image.files[image.fs.cwdID]?.reg.name {
+        if let cwd = tree.files[image.fs.cwdID]?.reg.name {
             try process.memory.write(Array(cwd.utf8) + [0], at: scratch)
             _ = try call("chdir \(cwd)", 80, scratch)
         }
@@ -243,8 +204,6 @@ public enum Restorer {
             fputs("\(tc.oomScoreAdj)\n", fd)
             if fclose(fd) != 0 { log.warn("cannot set oom_score_adj \(tc.oomScoreAdj) of \(pid)") }
         }
-        if image.pstree.sid == UInt32(pid) { _ = try call("setsid", 112) }
-        else if image.pstree.pgid == UInt32(pid) { _ = try call("setpgid", 109, 0, 0) }
 
         // Threads: cloned from the leader with their TIDs, so they share everything above.
         for tid in image.pstree.threads.map({ pid_t($0) }) where tid != pid {
@@ -265,19 +224,75 @@ public enum Restorer {
             try ThreadsResource.restore(image.cores[thread.tid]!, thread: thread, process)
         }
         if tc.hasSignalsS { try SignalsResource.restorePending(tc.signalsS, thread: nil, process) }
-        // Credentials last: after them, the process may no longer be allowed the calls above.
-        for thread in process.threads {
-            try CredentialsResource.restore(image.cores[thread.tid]!.threadCore.creds, thread: thread, in: process)
-        }
-        if mm.hasDumpable { _ = try call("prctl(PR_SET_DUMPABLE)", Syscall.prctl, 4, UInt64(mm.dumpable)) }
-
-        try finish(process, image)
-        return pages
     }
 
-    /// Gives every thread its registers and mask, unmaps the helper from the leader, and
-    /// lets the process go.
-    private static func finish(_ process: RemoteProcess, _ image: ProcessImage) throws {
+    /// Joins process groups, sets credentials, turns zombies into zombies, and lets every
+    /// process go with its own registers.
+    func finish() throws {
+        for image in tree.processes where !image.isZombie {
+            let process = made[image.pid]!
+            if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {
+                try process.checkedSyscall("setpgid(0, \(image.pstree.pgid))", 109, [0, UInt64(image.pstree.pgid)])
+            }
+        }
+        // Credentials last: after them, a process may no longer be allowed the calls above.
+        for image in tree.processes where !image.isZombie {
+            let process = made[image.pid]!
+            for thread in process.threads {
+                try CredentialsResource.restore(image.cores[thread.tid]!.threadCore.creds, thread: thread, in: process)
+            }
+            if image.mm.hasDumpable { try process.checkedSyscall("prctl(PR_SET_DUMPABLE)", Syscall.prctl, [4, UInt64(image.mm.dumpable)]) }
+        }
+        for image in tree.processes.reversed() where image.isZombie {
+            let process = made[image.pid]!
+            var name = Array(image.leader.tc.comm.utf8.prefix(15)) + [0]
+            name += [UInt8](repeating: 0, count: 16 - name.count)
+            try process.memory.write(name, at: process.scratch!.address)
+            try process.checkedSyscall("prctl(PR_SET_NAME)", Syscall.prctl, [15, process.scratch!.address])
+            try makeZombie(process, status: image.zombieStatus!)
+        }
+        for image in tree.processes.reversed() where !image.isZombie {
+            try release(made[image.pid]!, image)
+        }
+    }
+
+    /// Ends a process the way the dumped zombie ended, leaving it for its parent to reap.
+    private func makeZombie(_ process: RemoteProcess, status: UInt32) throws {
+        let signal = Int32(status & 0x7f)
+        let pid = process.pid
+        process.forget()
+        if signal == 0 {
+            var regs = process.leader.stoppedRegisters
+            regs.rip = process.gadget
+            regs.rax = UInt64(Syscall.exit_group)
+            regs.orig_rax = UInt64.max
+            regs.rdi = UInt64((status >> 8) & 0xff)
+            do {
+                try Ptrace.setRegisters(pid, regs)
+                try Ptrace.cont(pid)
+            } catch { throw CryoError("cannot end zombie \(pid)", errno: error) }
+        } else {
+            // Default action for the signal, nothing blocked, no core file: then the signal.
+            _ = try process.syscall(Syscall.prctl, 4, 0)
+            try process.memory.write([UInt64(0), 0, 0, 0], at: process.scratch!.address)
+            _ = try process.syscall(Syscall.rt_sigaction, UInt64(signal), process.scratch!.address, 0, 8)
+            do {
+                try Ptrace.setSignalMask(pid, 0)
+                try Ptrace.detach(pid)
+            } catch { throw CryoError("cannot end zombie \(pid)", errno: error) }
+            Glibc.kill(pid, signal)
+        }
+        // As its tracer (not its parent) we see it exit; it stays a zombie for its parent.
+        while true {
+            guard let s = try? WaitStatus.wait(pid) else { break }
+            if case .stopped(let sig, _) = s { try? Ptrace.cont(pid, signal: sig == SIGSTOP || sig == SIGTRAP ? 0 : sig); continue }
+            break
+        }
+    }
+
+    /// Gives every thread its registers and mask, unmaps the helper from inside the leader,
+    /// and detaches.
+    private func release(_ process: RemoteProcess, _ image: ProcessImage) throws {
         for thread in process.threads where thread.tid != process.pid {
             let core = image.cores[thread.tid]!
             do {
@@ -292,7 +307,7 @@ public enum Restorer {
         regs.rax = UInt64(Syscall.munmap)
         regs.orig_rax = UInt64.max
         regs.rdi = process.gadget
-        regs.rsi = UInt64(helperSize)
+        regs.rsi = UInt64(Restorer.helperSize)
         do {
             try Ptrace.setRegisters(leader.tid, regs)
             for _ in 0..<2 {
@@ -307,5 +322,14 @@ public enum Restorer {
         for thread in process.threads.reversed() {
             do { try Ptrace.detach(thread.tid) } catch { throw CryoError("cannot detach from thread \(thread.tid)", errno: error) }
         }
+    }
+
+    /// Kills everything made so far (children first) and reaps the root.
+    func killAll() {
+        for (pid, process) in made {
+            Glibc.kill(pid, SIGKILL)
+            process.forget()
+        }
+        if let root = tree.processes.first?.pid { _ = try? WaitStatus.wait(root) }
     }
 }

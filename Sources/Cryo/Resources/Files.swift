@@ -11,8 +11,10 @@ import SystemPackage
 struct FileTable {
     /// Entries for `files.img`.
     private(set) var files: [FileEntry] = []
-    /// Entries for `fdinfo-N.img`.
-    private(set) var descriptors: [FdinfoEntry] = []
+    /// Entries for each process's `fdinfo-N.img`.
+    private(set) var descriptors: [pid_t: [FdinfoEntry]] = [:]
+    /// Every fd seen so far, by inode, to find open file descriptions shared across processes.
+    private var seenByInode: [String: [(pid: pid_t, fd: Int32, id: UInt32)]] = [:]
     private var nextID: UInt32 = 1
     private var pathIDs: [String: UInt32] = [:]
 
@@ -58,7 +60,7 @@ struct FileTable {
     /// Adds every open fd of the process, refusing kinds Cryo cannot restore yet.
     mutating func addDescriptors(of pid: pid_t) throws {
         let proc = ProcDirectory(pid: pid)
-        var seen: [(fd: Int32, id: UInt32)] = []
+        var list: [FdinfoEntry] = []
         for fd in try proc.fdNumbers() {
             let target: String
             do { target = try proc.link("fd/\(fd)") } catch { continue } // closed meanwhile
@@ -74,20 +76,23 @@ struct FileTable {
             entry.fd = UInt32(fd)
             entry.type = .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
-            // fds sharing one open file description (dup) share an id, so they share the offset.
-            if let twin = seen.first(where: { Self.sameDescription(pid, $0.fd, fd) }) {
+            // fds sharing one open file description (dup, fork) share an id, so they share the
+            // offset, within a process and across the tree.
+            let inode = "\(st.st_dev):\(st.st_ino)"
+            if let twin = seenByInode[inode, default: []].first(where: { Self.sameDescription($0.pid, $0.fd, pid, fd) }) {
                 entry.id = twin.id
             } else {
                 entry.id = add(path: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
             }
-            seen.append((fd, entry.id))
-            descriptors.append(entry)
+            seenByInode[inode, default: []].append((pid, fd, entry.id))
+            list.append(entry)
         }
+        descriptors[pid] = list
     }
 
-    private static func sameDescription(_ pid: pid_t, _ a: Int32, _ b: Int32) -> Bool {
-        // kcmp(pid, pid, KCMP_FILE, a, b) == 0
-        cl_raw_syscall6(312, Int(pid), Int(pid), 0, Int(a), Int(b), 0) == 0
+    private static func sameDescription(_ pidA: pid_t, _ a: Int32, _ pidB: pid_t, _ b: Int32) -> Bool {
+        // kcmp(pidA, pidB, KCMP_FILE, a, b) == 0
+        cl_raw_syscall6(312, Int(pidA), Int(pidB), 0, Int(a), Int(b), 0) == 0
     }
 
     private static func checkSupported(fd: Int32, target: String, st: stat, pid: pid_t) throws {
@@ -129,21 +134,40 @@ extension FileEntry {
     }
 }
 
-/// The restore half of `FileTable`: closes what the new process inherited from Cryo and opens
-/// every dumped fd at its number, offset and flags.
+/// The restore half of `FileTable`: gives a new process exactly its dumped fd table.
+///
+/// The root starts from Cryo's fds, which are all closed. A forked child starts from its
+/// parent's restored table: descriptions the two shared are kept (moved to their number in
+/// the child), so offsets stay shared; the rest is closed and the child's own files opened.
 enum FilesRestore {
-    static func restore(_ process: RemoteProcess, _ image: ProcessImage, openRemote: (String, Int32) throws -> UInt64) throws {
+    static func restore(_ process: RemoteProcess, _ image: ProcessImage, files: [UInt32: FileEntry],
+                        inherited: [FdinfoEntry]?, openRemote: (String, Int32) throws -> UInt64) throws {
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
             try process.checkedSyscall(what, nr, args)
         }
-        _ = try call("close_range", 436, 0, UInt64(UInt32.max), 0)
+        let wanted = Set(image.descriptors.map(\.id))
+        // Where each inherited description we want now lives (moved above every fd number in use).
+        var sources: [UInt32: UInt64] = [:]
+        if let inherited {
+            var spare = UInt64((image.descriptors.map(\.fd) + inherited.map(\.fd)).max() ?? 0) + 1
+            for d in inherited {
+                if wanted.contains(d.id) && sources[d.id] == nil {
+                    let moved = try call("fcntl(F_DUPFD) of inherited fd \(d.fd)", Syscall.fcntl, UInt64(d.fd), UInt64(F_DUPFD), spare)
+                    sources[d.id] = UInt64(moved)
+                    spare = UInt64(moved) + 1
+                }
+                _ = try call("close inherited fd \(d.fd)", Syscall.close, UInt64(d.fd))
+            }
+        } else {
+            _ = try call("close_range", 436, 0, UInt64(UInt32.max), 0)
+        }
         var opened: [UInt32: UInt64] = [:]
         for d in image.descriptors {
-            guard d.type == .reg, let file = image.files[d.id], file.hasReg else {
-                throw CryoError("cannot restore fd \(d.fd): file id \(d.id) of type \(d.type) is not supported")
+            guard d.type == .reg, let file = files[d.id], file.hasReg else {
+                throw CryoError("cannot restore fd \(d.fd) of process \(image.pid): file id \(d.id) of type \(d.type) is not supported")
             }
             let target = UInt64(d.fd)
-            if let first = opened[d.id] {
+            if let first = opened[d.id] ?? sources[d.id] {
                 _ = try call("dup2 to fd \(d.fd)", Syscall.dup2, first, target)
             } else {
                 let reg = file.reg
@@ -154,9 +178,10 @@ enum FilesRestore {
                     _ = try call("close", Syscall.close, fd)
                 }
                 if reg.pos != 0 { _ = try call("lseek fd \(d.fd) of \(reg.name)", Syscall.lseek, target, reg.pos, UInt64(SEEK_SET)) }
-                opened[d.id] = target
             }
+            if opened[d.id] == nil { opened[d.id] = target }
             _ = try call("fcntl(F_SETFD) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFD), UInt64(d.flags & UInt32(FD_CLOEXEC)))
         }
+        for moved in sources.values { _ = try call("close", Syscall.close, moved) }
     }
 }

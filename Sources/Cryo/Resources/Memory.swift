@@ -274,7 +274,7 @@ func monotonicMicroseconds() -> UInt64 {
 enum MemoryRestore {
     static let archMapVdso64: UInt64 = 0x2003
 
-    static func restore(_ process: RemoteProcess, _ image: ProcessImage,
+    static func restore(_ process: RemoteProcess, _ image: ProcessImage, files: [UInt32: FileEntry],
                         openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
         let helper = process.gadget
         let helperEnd = helper + UInt64(Restorer.helperSize)
@@ -315,7 +315,7 @@ enum MemoryRestore {
                 let id = UInt32(v.shmid)
                 if let open = fileFDs[id] { fd = open } else {
                     let writable = v.status & MemoryResource.fileShared != 0 && v.prot & UInt32(PROT_WRITE) != 0
-                    fd = try openRemote(image.files[id]!.reg.name, writable ? O_RDWR : O_RDONLY)
+                    fd = try openRemote(files[id]!.reg.name, writable ? O_RDWR : O_RDONLY)
                     fileFDs[id] = fd
                 }
             }

@@ -1,0 +1,135 @@
+import Glibc
+import SystemPackage
+
+/// Everything read from an images directory about one process, checked before anything is
+/// created. A zombie has only its pstree entry and its exit status.
+struct ProcessImage {
+    var pstree: PstreeEntry
+    var cores: [pid_t: CoreEntry]
+    var mm: MmEntry
+    var pagemap: [PagemapEntry]
+    var pagesPath: String
+    var descriptors: [FdinfoEntry]
+    var fs: FsEntry
+    /// For a zombie: the wait status it must leave for its parent.
+    var zombieStatus: UInt32?
+
+    var pid: pid_t { pid_t(pstree.pid) }
+    var leader: CoreEntry { cores[pid]! }
+    var isZombie: Bool { zombieStatus != nil }
+
+    static func load(_ images: ImageDirectory, _ entry: PstreeEntry) throws -> ProcessImage {
+        let pid = pid_t(entry.pid)
+        var cores: [pid_t: CoreEntry] = [:]
+        for tid in entry.threads {
+            let core: CoreEntry = try images.readOne("core-\(tid).img", magic: .core)
+            guard core.mtype == .x8664 else {
+                throw CryoError("\(images.url("core-\(tid).img")) is not an x86_64 thread image")
+            }
+            cores[pid_t(tid)] = core
+        }
+        guard let leader = cores[pid], leader.hasTc else { throw CryoError("\(images.url("core-\(pid).img")) has no task state") }
+        if leader.tc.taskState == TaskState.zombie {
+            return ProcessImage(pstree: entry, cores: cores, mm: MmEntry(), pagemap: [], pagesPath: "", descriptors: [],
+                                fs: FsEntry(), zombieStatus: leader.tc.exitCode)
+        }
+        guard leader.tc.taskState == TaskState.alive else {
+            throw CryoError("\(images.url("core-\(pid).img")): task state \(leader.tc.taskState) is not supported")
+        }
+        for (tid, core) in cores where !core.hasThreadInfo {
+            throw CryoError("\(images.url("core-\(tid).img")) has no registers")
+        }
+        let mm: MmEntry = try images.readOne("mm-\(pid).img", magic: .mm)
+        let ids: TaskKobjIdsEntry = try images.readOne("ids-\(pid).img", magic: .ids)
+        let fs: FsEntry = try images.readOne("fs-\(pid).img", magic: .fs)
+        let descriptors: [FdinfoEntry] = try images.read("fdinfo-\(ids.filesID).img", magic: .fdinfo)
+        // pagemap: a head, then entries.
+        let pagemapFile = images.url("pagemap-\(pid).img")
+        let bytes: [UInt8]
+        do { bytes = try readWholeFile(pagemapFile) } catch let e as Errno { throw CryoError("cannot read image \(pagemapFile)", errno: e) }
+        let (magic, start) = try ImageCodec.readHeader(bytes, file: pagemapFile)
+        guard magic == .pagemap else { throw CryoError("image \(pagemapFile) is not a pagemap image") }
+        let frames = try ImageCodec.frames(bytes, from: start, file: pagemapFile)
+        guard let first = frames.first else { throw CryoError("image \(pagemapFile) is empty") }
+        let head: PagemapHead
+        var pagemap: [PagemapEntry] = []
+        do {
+            head = try PagemapHead(serializedBytes: Array(bytes[first]))
+            for f in frames.dropFirst() { pagemap.append(try PagemapEntry(serializedBytes: Array(bytes[f]))) }
+        } catch { throw CryoError("image \(pagemapFile) is corrupt: \(error)") }
+        let pagesPath = images.url("pages-\(head.pagesID).img")
+        var st = stat()
+        guard stat(pagesPath, &st) == 0 else { throw CryoError("cannot restore: \(pagesPath) is missing", errno: Errno(rawValue: errnoValue)) }
+        let expected = pagemap.reduce(UInt64(0)) { $0 + UInt64($1.nrPages) * 4096 }
+        guard UInt64(st.st_size) == expected else {
+            throw CryoError("cannot restore: \(pagesPath) holds \(st.st_size) bytes but \(pagemapFile) describes \(expected)")
+        }
+        return ProcessImage(pstree: entry, cores: cores, mm: mm, pagemap: pagemap, pagesPath: pagesPath,
+                            descriptors: descriptors, fs: fs, zombieStatus: nil)
+    }
+
+    /// The file ids this process uses.
+    var fileIDs: Set<UInt32> {
+        guard !isZombie else { return [] }
+        var used = Set(descriptors.map(\.id))
+        used.insert(mm.exeFileID)
+        used.insert(fs.cwdID)
+        used.insert(fs.rootID)
+        for v in mm.vmas where v.status & (MemoryResource.filePrivate | MemoryResource.fileShared) != 0 { used.insert(UInt32(v.shmid)) }
+        return used
+    }
+
+    /// Cross-checks the process's images.
+    func verify() throws {
+        for e in pagemap {
+            guard mm.vmas.contains(where: { $0.start <= e.vaddr && e.vaddr + UInt64(e.nrPages) * 4096 <= $0.end }) else {
+                throw CryoError("cannot restore: pagemap entry at 0x\(String(e.vaddr, radix: 16)) lies outside every mapping of mm-\(pid).img")
+            }
+        }
+    }
+}
+
+/// A whole dump: the process tree and the files its processes share.
+struct TreeImage {
+    /// Processes in pstree order: every parent before its children.
+    var processes: [ProcessImage]
+    var files: [UInt32: FileEntry]
+
+    var root: ProcessImage { processes[0] }
+
+    func children(of pid: pid_t) -> [ProcessImage] {
+        processes.filter { pid_t($0.pstree.ppid) == pid && $0.pid != pid }
+    }
+
+    func process(_ pid: pid_t) -> ProcessImage? { processes.first { $0.pid == pid } }
+
+    static func load(_ images: ImageDirectory) throws -> TreeImage {
+        guard images.contains("inventory.img") else {
+            throw CryoError("\(images.path) holds no complete dump: inventory.img is missing")
+        }
+        let inventory: InventoryEntry = try images.readOne("inventory.img", magic: .inventory)
+        guard inventory.imgVersion == 2 else {
+            throw CryoError("\(images.url("inventory.img")): image version \(inventory.imgVersion) is not supported (expected 2)")
+        }
+        let tree: [PstreeEntry] = try images.read("pstree.img", magic: .pstree)
+        guard !tree.isEmpty else { throw CryoError("\(images.url("pstree.img")) describes no process") }
+        let processes = try tree.map { try ProcessImage.load(images, $0) }
+        guard !processes[0].isZombie else { throw CryoError("the root of the dump is a zombie") }
+        let pids = Set(processes.map(\.pid))
+        for p in processes.dropFirst() where !pids.contains(pid_t(p.pstree.ppid)) {
+            throw CryoError("\(images.url("pstree.img")): process \(p.pid) has parent \(p.pstree.ppid), which is not in the dump")
+        }
+        let fileList: [FileEntry] = try images.read("files.img", magic: .files)
+        var files: [UInt32: FileEntry] = [:]
+        for f in fileList { files[f.id] = f }
+        let image = TreeImage(processes: processes, files: files)
+        for p in processes {
+            try p.verify()
+            for id in p.fileIDs.sorted() {
+                guard let f = files[id] else { throw CryoError("cannot restore: files.img has no entry for file id \(id) (process \(p.pid))") }
+                try f.verifyForRestore()
+            }
+        }
+        return image
+    }
+}
