@@ -182,6 +182,11 @@ long cl_spawn_restore_child(const struct cl_restore_child_args *args);
 
 
 
+// MARK: - fd passing
+
+/// Sends `fd` with SCM_RIGHTS (and one byte of data) over the unix socket `socket`.
+int cl_send_fd(int socket, int fd);
+
 // MARK: - cpuid
 
 /// CPUID with a sub-leaf; used to find the XSAVE component offsets of this CPU.

@@ -153,6 +153,7 @@ public enum Dumper {
             pstree.append(entry)
         }
         try images.write("files.img", magic: .files, files.files)
+        if !files.pipeIDs.isEmpty { try images.writeFile("pipes-data.img", try files.pipesDataImage()) }
         try images.write("pstree.img", magic: .pstree, pstree)
 
         var inventory = InventoryEntry()

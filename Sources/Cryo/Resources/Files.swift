@@ -13,6 +13,10 @@ struct FileTable {
     private(set) var files: [FileEntry] = []
     /// Entries for each process's `fdinfo-N.img`.
     private(set) var descriptors: [pid_t: [FdinfoEntry]] = [:]
+    /// For each pipe (by inode): one (pid, fd) that reads from it, to copy its buffer.
+    private(set) var pipeReaders: [UInt32: (pid: pid_t, fd: Int32)] = [:]
+    /// Every pipe seen.
+    private(set) var pipeIDs = Set<UInt32>()
     /// Every fd seen so far, by inode, to find open file descriptions shared across processes.
     private var seenByInode: [String: [(pid: pid_t, fd: Int32, id: UInt32)]] = [:]
     private var nextID: UInt32 = 1
@@ -28,9 +32,7 @@ struct FileTable {
         reg.id = id
         reg.flags = flags
         reg.pos = pos
-        var fown = FownEntry()
-        fown.uid = 0; fown.euid = 0; fown.signum = 0; fown.pidType = 0; fown.pid = 0
-        reg.fown = fown
+        reg.fown = Self.noOwner
         reg.name = path
         reg.mode = st.st_mode
         if st.st_mode & S_IFMT == S_IFREG { reg.size = UInt64(st.st_size) }
@@ -40,6 +42,40 @@ struct FileTable {
         file.reg = reg
         files.append(file)
         return id
+    }
+
+    private mutating func addPipe(inode: UInt32, flags: UInt32) -> UInt32 {
+        let id = nextID
+        nextID += 1
+        var pipe = PipeEntry()
+        pipe.id = id
+        pipe.pipeID = inode
+        pipe.flags = flags
+        pipe.fown = Self.noOwner
+        var file = FileEntry()
+        file.type = .pipe
+        file.id = id
+        file.pipe = pipe
+        files.append(file)
+        pipeIDs.insert(inode)
+        return id
+    }
+
+    static var noOwner: FownEntry {
+        var fown = FownEntry()
+        fown.uid = 0; fown.euid = 0; fown.signum = 0; fown.pidType = 0; fown.pid = 0
+        return fown
+    }
+
+    /// `pipes-data.img`: what is buffered in each pipe that some process of the tree reads.
+    func pipesDataImage() throws -> [UInt8] {
+        var image = ImageCodec.header(for: .pipesData)
+        for id in pipeIDs.sorted() {
+            guard let reader = pipeReaders[id] else { continue }
+            let (entry, data) = try PipeResource.capture(pipeID: id, pid: reader.pid, readEnd: reader.fd)
+            try PipeResource.append(entry, data, to: &image)
+        }
+        return image
     }
 
     /// The id of a read-only entry for a file the process maps (or runs, or has as cwd/root).
@@ -71,18 +107,24 @@ struct FileTable {
             let info = try proc.fdInfo(fd)
             let openFlags = UInt32(info["flags"].flatMap { UInt32($0, radix: 8) } ?? 0)
             let pos = UInt64(info["pos"] ?? "0") ?? 0
-            try Self.checkSupported(fd: fd, target: target, st: st, pid: pid)
+            let isPipe = target.hasPrefix("pipe:")
+            if !isPipe { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = .reg
+            entry.type = isPipe ? .pipe : .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
             let inode = "\(st.st_dev):\(st.st_ino)"
             if let twin = seenByInode[inode, default: []].first(where: { Self.sameDescription($0.pid, $0.fd, pid, fd) }) {
                 entry.id = twin.id
+            } else if isPipe {
+                entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
             } else {
                 entry.id = add(path: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
+            }
+            if isPipe && Int32(bitPattern: openFlags) & O_ACCMODE != O_WRONLY {
+                pipeReaders[UInt32(truncatingIfNeeded: st.st_ino)] = pipeReaders[UInt32(truncatingIfNeeded: st.st_ino)] ?? (pid, fd)
             }
             seenByInode[inode, default: []].append((pid, fd, entry.id))
             list.append(entry)
@@ -99,7 +141,7 @@ struct FileTable {
         let what = "fd \(fd) of process \(pid) is"
         let type = st.st_mode & S_IFMT
         if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
-        if target.hasPrefix("pipe:") || type == S_IFIFO { throw CryoError("\(what) a pipe or FIFO (\(target)); Cryo cannot dump pipes yet") }
+        if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)); Cryo cannot dump FIFOs yet") }
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if target.hasSuffix(" (deleted)") { throw CryoError("\(what) \(target), deleted since it was opened; Cryo cannot dump deleted files yet") }
         if type == S_IFCHR {
@@ -120,6 +162,7 @@ struct FileTable {
 extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
+        if type == .pipe && hasPipe { return }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
         guard stat(reg.name, &st) == 0 else {
@@ -141,7 +184,7 @@ extension FileEntry {
 /// the child), so offsets stay shared; the rest is closed and the child's own files opened.
 enum FilesRestore {
     static func restore(_ process: RemoteProcess, _ image: ProcessImage, files: [UInt32: FileEntry],
-                        inherited: [FdinfoEntry]?, openRemote: (String, Int32) throws -> UInt64) throws {
+                        inherited: [FdinfoEntry]?, pipes: PipeTable, openRemote: (String, Int32) throws -> UInt64) throws {
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
             try process.checkedSyscall(what, nr, args)
         }
@@ -162,7 +205,23 @@ enum FilesRestore {
             _ = try call("close_range", 436, 0, UInt64(UInt32.max), 0)
         }
         var opened: [UInt32: UInt64] = [:]
+        var installer: FDInstaller?
+        defer { installer?.close() }
+        let spare = UInt64((image.descriptors.map(\.fd) + (inherited ?? []).map(\.fd)).max() ?? 0) + 64
         for d in image.descriptors {
+            if d.type == .pipe, let file = files[d.id], file.hasPipe {
+                let target = UInt64(d.fd)
+                if let first = opened[d.id] ?? sources[d.id] {
+                    _ = try call("dup2 to fd \(d.fd)", Syscall.dup2, first, target)
+                } else {
+                    if installer == nil { installer = try FDInstaller(process, spare: spare) }
+                    try installer!.install(try pipes.descriptor(for: file), at: target)
+                    _ = try call("fcntl(F_SETFL) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFL), UInt64(file.pipe.flags))
+                    opened[d.id] = target
+                }
+                _ = try call("fcntl(F_SETFD) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFD), UInt64(d.flags & UInt32(FD_CLOEXEC)))
+                continue
+            }
             guard d.type == .reg, let file = files[d.id], file.hasReg else {
                 throw CryoError("cannot restore fd \(d.fd) of process \(image.pid): file id \(d.id) of type \(d.type) is not supported")
             }

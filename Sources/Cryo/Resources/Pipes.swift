@@ -1,0 +1,149 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Pipes: `files.img` entries of type PIPE (one per open file description, naming the pipe by
+/// its inode) and `pipes-data.img` (what was in each pipe's buffer, and its capacity).
+///
+/// Dump reads a pipe's buffer without consuming it: Cryo takes a read end with
+/// `pidfd_getfd` and `tee`s its contents into a pipe of its own. Restore creates each pipe in
+/// Cryo, refills it, and hands its ends to the processes (`FDInstaller`).
+enum PipeResource {
+    static let setPipeSize: Int32 = 1031  // F_SETPIPE_SZ
+    static let getPipeSize: Int32 = 1032  // F_GETPIPE_SZ
+
+    /// The buffered data of a pipe, read through `readEnd` (an fd of process `pid`).
+    static func capture(pipeID: UInt32, pid: pid_t, readEnd: Int32) throws -> (PipeDataEntry, [UInt8]) {
+        let local = try takeDescriptor(pid: pid, fd: readEnd)
+        defer { close(local) }
+        let capacity = fcntl(local, getPipeSize)
+        guard capacity > 0 else { throw CryoError("F_GETPIPE_SZ on fd \(readEnd) of process \(pid)", errno: Errno(rawValue: errnoValue)) }
+        var ends: [Int32] = [0, 0]
+        guard makePipe(&ends, O_CLOEXEC | O_NONBLOCK) == 0 else { throw CryoError("pipe2", errno: Errno(rawValue: errnoValue)) }
+        defer { close(ends[0]); close(ends[1]) }
+        guard fcntl(ends[1], setPipeSize, capacity) >= capacity else {
+            throw CryoError("cannot size a pipe to \(capacity) bytes to copy pipe:[\(pipeID)]", errno: Errno(rawValue: errnoValue))
+        }
+        var data: [UInt8] = []
+        // tee(2) with SPLICE_F_NONBLOCK (2): duplicates without consuming.
+        let n = cl_raw_syscall6(276, Int(local), Int(ends[1]), Int(capacity), 2, 0, 0)
+        if n < 0 && n != -Int(EAGAIN) {
+            throw CryoError("cannot copy the contents of pipe:[\(pipeID)] (fd \(readEnd) of process \(pid))", errno: Errno(rawValue: Int32(-n)))
+        }
+        if n > 0 {
+            data = [UInt8](repeating: 0, count: n)
+            var done = 0
+            while done < n {
+                let r = data.withUnsafeMutableBytes { read(ends[0], $0.baseAddress! + done, n - done) }
+                guard r > 0 else { throw CryoError("reading the copy of pipe:[\(pipeID)]", errno: Errno(rawValue: errnoValue)) }
+                done += r
+            }
+        }
+        var entry = PipeDataEntry()
+        entry.pipeID = pipeID
+        entry.bytes = UInt32(data.count)
+        entry.size = UInt32(capacity)
+        return (entry, data)
+    }
+
+    /// Appends one `pipes-data.img` record: the entry, then its raw bytes.
+    static func append(_ entry: PipeDataEntry, _ data: [UInt8], to image: inout [UInt8]) throws {
+        try ImageCodec.appendEntry(entry, to: &image)
+        image += data
+    }
+
+    /// Reads `pipes-data.img` (absent: no pipe had data).
+    static func load(_ images: ImageDirectory) throws -> [UInt32: (size: Int32, data: [UInt8])] {
+        guard images.contains("pipes-data.img") else { return [:] }
+        let file = images.url("pipes-data.img")
+        let bytes: [UInt8]
+        do { bytes = try readWholeFile(file) } catch let e as Errno { throw CryoError("cannot read image \(file)", errno: e) }
+        let (magic, start) = try ImageCodec.readHeader(bytes, file: file)
+        guard magic == .pipesData else { throw CryoError("image \(file) is not a pipes-data image") }
+        var offset = start
+        var result: [UInt32: (Int32, [UInt8])] = [:]
+        while offset < bytes.count {
+            guard offset + 4 <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
+            let frame = (offset + 4)..<(offset + 4 + Int(readLE32(bytes, offset)))
+            guard frame.upperBound <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
+            let entry: PipeDataEntry
+            do { entry = try PipeDataEntry(serializedBytes: Array(bytes[frame])) }
+            catch { throw CryoError("image \(file) is corrupt at offset \(offset): \(error)") }
+            let end = frame.upperBound + Int(entry.bytes)
+            guard end <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(frame.upperBound): pipe data of \(entry.bytes) bytes") }
+            result[entry.pipeID] = (Int32(entry.size), Array(bytes[frame.upperBound..<end]))
+            offset = end
+        }
+        return result
+    }
+}
+
+/// The pipes of one restore, created in Cryo and refilled; their ends go to the processes.
+final class PipeTable {
+    private let contents: [UInt32: (size: Int32, data: [UInt8])]
+    private var pipes: [UInt32: (read: Int32, write: Int32)] = [:]
+    private var descriptions: [UInt32: Int32] = [:]
+    private var endsInUse = Set<Int32>()
+
+    init(_ images: ImageDirectory) throws {
+        contents = try PipeResource.load(images)
+    }
+
+    deinit {
+        for p in pipes.values { close(p.read); close(p.write) }
+        for d in descriptions.values where !endsInUse.contains(d) { close(d) }
+    }
+
+    /// Cryo's fd for the open file description `entry` (a PIPE file entry).
+    func descriptor(for entry: FileEntry) throws -> Int32 {
+        if let fd = descriptions[entry.id] { return fd }
+        let pipeID = entry.pipe.pipeID
+        let ends = try pipe(pipeID)
+        let end = Int32(bitPattern: entry.pipe.flags) & O_ACCMODE == O_WRONLY ? ends.write : ends.read
+        var fd = end
+        if endsInUse.contains(end) {
+            // A second description of the same end: open the pipe again through /proc.
+            fd = open("/proc/self/fd/\(end)", Int32(bitPattern: entry.pipe.flags) & O_ACCMODE | O_CLOEXEC)
+            guard fd >= 0 else { throw CryoError("cannot reopen pipe:[\(pipeID)]", errno: Errno(rawValue: errnoValue)) }
+        }
+        endsInUse.insert(end)
+        descriptions[entry.id] = fd
+        return fd
+    }
+
+    private func pipe(_ id: UInt32) throws -> (read: Int32, write: Int32) {
+        if let p = pipes[id] { return p }
+        var ends: [Int32] = [0, 0]
+        guard makePipe(&ends, O_CLOEXEC) == 0 else { throw CryoError("pipe2 for pipe:[\(id)]", errno: Errno(rawValue: errnoValue)) }
+        pipes[id] = (ends[0], ends[1])
+        if let c = contents[id] {
+            if c.size > 0 && fcntl(ends[1], PipeResource.setPipeSize, c.size) < 0 {
+                throw CryoError("cannot give pipe:[\(id)] its capacity of \(c.size) bytes", errno: Errno(rawValue: errnoValue))
+            }
+            var done = 0
+            while done < c.data.count {
+                let n = c.data.withUnsafeBytes { write(ends[1], $0.baseAddress! + done, c.data.count - done) }
+                guard n > 0 else { throw CryoError("refilling pipe:[\(id)]", errno: Errno(rawValue: errnoValue)) }
+                done += n
+            }
+        }
+        return (ends[0], ends[1])
+    }
+}
+
+/// pipe2(2), which Swift's Glibc does not export; -1 with errno on failure.
+func makePipe(_ ends: inout [Int32], _ flags: Int32) -> Int32 {
+    let r = ends.withUnsafeMutableBufferPointer { cl_raw_syscall6(Syscall.pipe2, Int(bitPattern: $0.baseAddress), Int(flags), 0, 0, 0, 0) }
+    if r < 0 { errno = Int32(-r); return -1 }
+    return 0
+}
+
+/// A copy of fd `fd` of process `pid` in Cryo (pidfd_getfd).
+func takeDescriptor(pid: pid_t, fd: Int32) throws -> Int32 {
+    let pidfd = Int32(cl_raw_syscall6(Syscall.pidfd_open, Int(pid), 0, 0, 0, 0, 0))
+    guard pidfd >= 0 else { throw CryoError("pidfd_open(\(pid))", errno: Errno(rawValue: -pidfd)) }
+    defer { close(pidfd) }
+    let local = Int32(cl_raw_syscall6(Syscall.pidfd_getfd, Int(pidfd), Int(fd), 0, 0, 0, 0))
+    guard local >= 0 else { throw CryoError("cannot take fd \(fd) of process \(pid) (pidfd_getfd)", errno: Errno(rawValue: -local)) }
+    return local
+}
