@@ -372,13 +372,16 @@ class Harness:
             pass
         self._wait(t, 10.0)
 
-    def wait_original_gone(self, s: Subject, timeout: float = 10.0) -> int:
-        """After a dump that kills: reap the original child so its pid is free again."""
-        t = self.tracked[s.pid]
+    def wait_gone(self, pid: int, timeout: float = 10.0) -> int:
+        """After a dump that kills: reap the dumped process (the original child or a restored
+        one) so its pid is free again."""
+        t = self.tracked.get(pid)
+        if t is None:
+            pytest.fail(f"pid {pid} was not started or restored by this test")
         status = self._wait(t, timeout)
         if status is None:
-            pytest.fail(f"original {s.name} pid {s.pid} still exists {timeout} s after the dump "
-                        f"({self._describe(s.pid)})")
+            pytest.fail(f"pid {pid} still exists {timeout} s after the dump "
+                        f"({self._describe(pid)})")
         return status
 
     def _describe(self, pid: int) -> str:
@@ -429,16 +432,18 @@ class Harness:
             return Path("/nonexistent")
         return Path(o) if os.path.isabs(o) or d is None else Path(d) / o
 
-    def dump(self, s: Subject, *extra: str, images: Path | None = None, check: bool = True,
-             log: str = "dump.log") -> subprocess.CompletedProcess:
-        """cryo dump -t PID -D images -o dump.log -v4 [extra]. Without --leave-running /
-        --leave-stopped (-R/-s) the original is reaped afterwards so its pid is free."""
+    def dump(self, s: Subject | int, *extra: str, images: Path | None = None,
+             check: bool = True, log: str = "dump.log") -> subprocess.CompletedProcess:
+        """cryo dump -t PID -D images -o dump.log -v4 [extra] of a subject (or a pid this test
+        restored). Without --leave-running / --leave-stopped (-R/-s) the dumped process is
+        reaped afterwards so its pid is free for a restore."""
+        pid = s if isinstance(s, int) else s.pid
         images = images or self.images
-        cp = self.cryo("dump", "-t", str(s.pid), "-D", str(images), "-o", log, "-v4", *extra,
+        cp = self.cryo("dump", "-t", str(pid), "-D", str(images), "-o", log, "-v4", *extra,
                        check=check)
         leave = any(x in ("-R", "--leave-running", "-s", "--leave-stopped") for x in extra)
         if cp.returncode == 0 and not leave:
-            self.wait_original_gone(s)
+            self.wait_gone(pid)
         return cp
 
     def restore(self, *extra: str, images: Path | None = None, detached: bool = True,
