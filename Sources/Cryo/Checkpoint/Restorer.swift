@@ -122,12 +122,12 @@ final class TreeBuilder {
     /// Every process created so far, live or to become a zombie.
     var made: [pid_t: RemoteProcess] = [:]
     var pagesRestored: UInt64 = 0
-    let pipes: PipeTable
+    let objects: FileObjects
 
     init(tree: TreeImage, images: ImageDirectory, log: Log) throws {
         self.tree = tree
         self.log = log
-        self.pipes = try PipeTable(images)
+        self.objects = try FileObjects(images)
     }
 
     /// Rebuilds `image` in its (stopped) process, then its children. `inherited` is the fd
@@ -150,7 +150,7 @@ final class TreeBuilder {
         else if image.pstree.pgid == UInt32(pid) { _ = try call("setpgid", 109, 0, 0) }
         if image.isZombie { return }
 
-        try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, pipes: pipes, openRemote: openRemote)
+        try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
         pagesRestored += try MemoryRestore.restore(process, image, files: tree.files, openRemote: openRemote, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.

@@ -108,16 +108,23 @@ struct FileTable {
             let openFlags = UInt32(info["flags"].flatMap { UInt32($0, radix: 8) } ?? 0)
             let pos = UInt64(info["pos"] ?? "0") ?? 0
             let isPipe = target.hasPrefix("pipe:")
-            if !isPipe { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            let eventKind = EventFileResource.kinds[target]
+            if !isPipe && eventKind == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : .reg
+            entry.type = isPipe ? .pipe : eventKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
             let inode = "\(st.st_dev):\(st.st_ino)"
             if let twin = seenByInode[inode, default: []].first(where: { Self.sameDescription($0.pid, $0.fd, pid, fd) }) {
                 entry.id = twin.id
+            } else if let eventKind {
+                let id = nextID
+                nextID += 1
+                files.append(try EventFileResource.entry(id: id, kind: eventKind, flags: openFlags & ~UInt32(O_CLOEXEC),
+                                                         fdinfo: try proc.text("fdinfo/\(fd)"), pid: pid, fd: fd))
+                entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
             } else {
@@ -162,7 +169,8 @@ struct FileTable {
 extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
-        if type == .pipe && hasPipe { return }
+        if (type == .pipe && hasPipe) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
+            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) { return }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
         guard stat(reg.name, &st) == 0 else {
@@ -184,7 +192,7 @@ extension FileEntry {
 /// the child), so offsets stay shared; the rest is closed and the child's own files opened.
 enum FilesRestore {
     static func restore(_ process: RemoteProcess, _ image: ProcessImage, files: [UInt32: FileEntry],
-                        inherited: [FdinfoEntry]?, pipes: PipeTable, openRemote: (String, Int32) throws -> UInt64) throws {
+                        inherited: [FdinfoEntry]?, objects: FileObjects, openRemote: (String, Int32) throws -> UInt64) throws {
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
             try process.checkedSyscall(what, nr, args)
         }
@@ -209,14 +217,16 @@ enum FilesRestore {
         defer { installer?.close() }
         let spare = UInt64((image.descriptors.map(\.fd) + (inherited ?? []).map(\.fd)).max() ?? 0) + 64
         for d in image.descriptors {
-            if d.type == .pipe, let file = files[d.id], file.hasPipe {
+            if d.type != .reg, let file = files[d.id] {
                 let target = UInt64(d.fd)
                 if let first = opened[d.id] ?? sources[d.id] {
                     _ = try call("dup2 to fd \(d.fd)", Syscall.dup2, first, target)
                 } else {
                     if installer == nil { installer = try FDInstaller(process, spare: spare) }
-                    try installer!.install(try pipes.descriptor(for: file), at: target)
-                    _ = try call("fcntl(F_SETFL) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFL), UInt64(file.pipe.flags))
+                    try installer!.install(try objects.descriptor(for: file), at: target)
+                    if file.hasPipe {
+                        _ = try call("fcntl(F_SETFL) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFL), UInt64(file.pipe.flags))
+                    }
                     opened[d.id] = target
                 }
                 _ = try call("fcntl(F_SETFD) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFD), UInt64(d.flags & UInt32(FD_CLOEXEC)))
@@ -242,5 +252,37 @@ enum FilesRestore {
             _ = try call("fcntl(F_SETFD) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFD), UInt64(d.flags & UInt32(FD_CLOEXEC)))
         }
         for moved in sources.values { _ = try call("close", Syscall.close, moved) }
+        // epoll watches name this process's fds: add them now that all are in place.
+        for d in image.descriptors where d.type == .eventpoll {
+            if let file = files[d.id], objects.needsWatches(file.id) {
+                try EventFileResource.addWatches(file, epfd: UInt64(d.fd), process)
+            }
+        }
     }
+}
+
+/// Files Cryo creates itself on restore (pipes, eventfd, timerfd, signalfd, epoll), one
+/// Cryo-side fd per open file description, handed to every process that had it.
+final class FileObjects {
+    let pipes: PipeTable
+    private var created: [UInt32: Int32] = [:]
+    private var watched = Set<UInt32>()
+
+    init(_ images: ImageDirectory) throws {
+        pipes = try PipeTable(images)
+    }
+
+    deinit { for fd in created.values { close(fd) } }
+
+    /// Cryo's fd for the description `file`.
+    func descriptor(for file: FileEntry) throws -> Int32 {
+        if file.type == .pipe { return try pipes.descriptor(for: file) }
+        if let fd = created[file.id] { return fd }
+        let fd = try EventFileResource.create(file)
+        created[file.id] = fd
+        return fd
+    }
+
+    /// True the first time it is asked for an epoll description: its watches are added once.
+    func needsWatches(_ id: UInt32) -> Bool { watched.insert(id).inserted }
 }
