@@ -213,7 +213,7 @@ static void run_spinner(struct slot *s)
             if (sum != ((n & 1) ? n * ((n + 1) / 2) : (n / 2) * (n + 1))) {
                 tfail(s, "thread %d: spinner invariant broken at n=%llu", s->index,
                       (unsigned long long)n);
-                return;
+                sum = (n & 1) ? n * ((n + 1) / 2) : (n / 2) * (n + 1); /* report once */
             }
         }
         atomic_store_explicit(&s->progress, n, memory_order_relaxed);
@@ -319,6 +319,7 @@ static void run_vector(struct slot *s)
     _Alignas(64) uint8_t in[32 * 64], out[32 * 64];
     uint16_t kin[8], kout[8];
     size_t nbytes = g_have_avx512 ? sizeof(in) : 16 * 32;
+    int failed = 0;
     snprintf(s->info, sizeof(s->info), "%s", g_have_avx512 ? "avx512f" : "avx2");
     for (uint64_t round = 0; !atomic_load(&g_quit); round++) {
         for (size_t k = 0; k < sizeof(in) / 8; k++)
@@ -331,20 +332,22 @@ static void run_vector(struct slot *s)
             vec_round_512(in, out, kin, kout);
         else
             vec_round_256(in, out);
-        if (memcmp(in, out, nbytes) != 0) {
+        /* On a mismatch: report the first one, keep going (the thread must still progress). */
+        if (!failed && memcmp(in, out, nbytes) != 0) {
             size_t k = 0;
             while (in[k] == out[k])
                 k++;
             tfail(s, "thread %d: %s register %zu changed in round %llu", s->index,
                   g_have_avx512 ? "zmm" : "ymm", k / (g_have_avx512 ? 64 : 32),
                   (unsigned long long)round);
-            return;
+            failed = 1;
         }
         if (g_have_avx512)
-            for (int k = 1; k < 8; k++)
+            for (int k = 1; k < 8 && !failed; k++)
                 if (kin[k] != kout[k]) {
-                    tfail(s, "thread %d: k%d is 0x%x, expected 0x%x", s->index, k, kout[k], kin[k]);
-                    return;
+                    tfail(s, "thread %d: mask register k%d is 0x%x, expected 0x%x", s->index, k,
+                          kout[k], kin[k]);
+                    failed = 1;
                 }
         atomic_fetch_add(&s->progress, 1);
     }
