@@ -161,3 +161,61 @@ def test_memory_detects_corrupted_image(h):
     pid = h.restore(expect_pid=s.pid)
     text = h.finish(pid, expect="FAIL")
     assert text.startswith("FAIL: ") and "64 MiB buffer" in text, text
+
+
+def cpu_has(flag):
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return flag in line.split()
+    return False
+
+
+VECTOR_CASES = {
+    # what to zero in the vector thread's core image -> what the subject must report
+    "vector": (("ymmh_space", "zmm_upper", "hi16_zmm", "xmm_space"), "register"),
+    "opmask": (("opmask_reg",), "mask register"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VECTOR_CASES))
+def test_threads_detects_lost_vector_registers(h, case):
+    """Negative control: zero registers of the AVX thread in its core image (crit decode /
+    encode); the restored subject must notice. The thread spends >99.9% of its time inside its
+    asm loop with live registers; a dump that caught it outside is retried."""
+    import json
+    import subprocess
+
+    from test_images import CRIT, crit_decode, crit_env
+
+    if case == "opmask" and not cpu_has("avx512f"):
+        pytest.skip("no AVX-512 on this CPU: the subject uses AVX2 and has no mask registers")
+    keys, expect = VECTOR_CASES[case]
+    for attempt in range(3):
+        s = h.start_subject("threads")
+        vec = [t for t in task_ids(s.pid)
+               if open(f"/proc/{s.pid}/task/{t}/comm").read().strip().startswith("thr-vec")]
+        assert len(vec) == 1, f"no single vector thread among {task_ids(s.pid)}"
+        h.dump(s)
+        core = h.images / f"core-{vec[0]}.img"
+        img = crit_decode(core)
+        fp = img["entries"][0]["thread_info"]["fpregs"]
+        xs = fp.get("xsave", {})
+        zeroed = []
+        for key in keys:
+            for d in (fp, xs):
+                if key in d:
+                    d[key] = [0] * len(d[key])
+                    zeroed.append(key)
+        assert zeroed, f"none of {keys} in the core image; fpregs has {sorted(fp)}, xsave {sorted(xs)}"
+        r = subprocess.run([CRIT, "encode", "-o", str(core)], input=json.dumps(img), text=True,
+                           capture_output=True, env=crit_env())
+        assert r.returncode == 0, f"crit encode failed: {r.stderr}"
+        pid = h.restore(expect_pid=s.pid)
+        text = h.finish(pid, expect="FAIL")
+        if text.startswith("FAIL: "):
+            assert expect in text, text
+            return
+        for p in h.images.iterdir():
+            p.unlink()
+    pytest.fail(f"zeroed {keys} went unnoticed in 3 attempts")
