@@ -93,15 +93,7 @@ public final class ProcessMemory {
         files = dump.files
         pagemapPath = dump.path("pagemap-\(process.pid).img")
         var runs: [Run] = []
-        var offset: UInt64 = 0
         if let pagemap = process.pagemap {
-            for e in pagemap.entries {
-                // CRIU: without flags, in_parent means PE_PARENT, otherwise PE_PRESENT.
-                let flags = e.hasFlags ? e.flags : (e.inParent ? 1 : 4)
-                let present = flags & 4 != 0
-                runs.append(Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil))
-                if present { offset = offset &+ UInt64(e.nrPages) &* Self.pageSize }
-            }
             let path = dump.path("pages-\(pagemap.head.pagesID).img")
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {
@@ -113,6 +105,23 @@ public final class ProcessMemory {
             pagesPath = path
             pagesFD = fd
             pagesFileSize = UInt64(st.st_size)
+            // CRIU: PE_PARENT 1 (pages in the parent image), PE_LAZY 2 (may be restored lazily),
+            // PE_PRESENT 4 (in this pages file); without flags, in_parent means PE_PARENT and
+            // otherwise PE_PRESENT. Some Cryo dumps mark their pages PE_LAZY alone although
+            // they are in the file: when the file's size says every non-parent entry is in it,
+            // take it at its word.
+            let flags = pagemap.entries.map { e -> UInt32 in e.hasFlags ? e.flags : (e.inParent ? 1 : 4) }
+            func bytes(_ included: (UInt32) -> Bool) -> UInt64 {
+                zip(pagemap.entries, flags).reduce(0) { included($1.1) ? $0 &+ UInt64($1.0.nrPages) &* Self.pageSize : $0 }
+            }
+            let strict = bytes { $0 & 4 != 0 }
+            let lazyInFile = strict != pagesFileSize && bytes { $0 & 1 == 0 && $0 & 6 != 0 } == pagesFileSize
+            var offset: UInt64 = 0
+            for (e, f) in zip(pagemap.entries, flags) {
+                let present = f & 4 != 0 || (lazyInFile && f & 1 == 0 && f & 2 != 0)
+                runs.append(Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil))
+                if present { offset = offset &+ UInt64(e.nrPages) &* Self.pageSize }
+            }
             posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         } else {
             pagesPath = nil
