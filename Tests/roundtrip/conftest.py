@@ -150,8 +150,15 @@ def pid_exists(pid: int) -> bool:
 
 def assert_running_free(pid: int) -> None:
     """The process and all its threads run: not stopped, not traced, not a zombie."""
-    for tid in task_ids(pid):
-        st = proc_status(pid, tid)
+    try:
+        tids = task_ids(pid)
+    except FileNotFoundError:
+        raise AssertionError(f"process {pid} no longer exists") from None
+    for tid in tids:
+        try:
+            st = proc_status(pid, tid)
+        except FileNotFoundError:
+            raise AssertionError(f"task {tid} of {pid} vanished") from None
         state = st.get("State", "")
         assert state[:1] not in ("T", "t", "Z", "X"), f"task {tid} of {pid} is in state {state!r}"
         assert st.get("TracerPid") == "0", f"task {tid} of {pid} is traced by {st.get('TracerPid')}"
@@ -242,12 +249,15 @@ class _Tracked:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, bins: dict[str, Path], cryo: Path | None, work: Path):
+    def __init__(self, tmp_path: Path, bins: dict[str, Path], cryo: Path | None, base: Path):
         self.tmp = tmp_path
         self.bins = bins
         self.cryo_bin = cryo
-        self.work = work  # the subjects' files; mode 0777 and reachable by any uid
-        self.images = tmp_path / "images"
+        self.base = base  # per-test dir outside pytest's tmp (kept when the test fails)
+        self.work = base / "work"  # the subjects' files; mode 0777, reachable by any uid
+        self.work.mkdir()
+        os.chmod(self.work, 0o777)
+        self.images = base / "images"
         self.images.mkdir()
         self.subjects: list[Subject] = []
         self.tracked: dict[int, _Tracked] = {}
@@ -298,7 +308,10 @@ class Harness:
         t = self.tracked.get(pid)
         if t is None or t.reaped:
             t = self.adopt(pid)
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # already gone: _wait reports how it ended
         status = self._wait(t, FINISH_TIMEOUT)
         if status is None:
             info = self._describe(pid)
@@ -383,6 +396,17 @@ class Harness:
             pytest.fail(f"pid {pid} still exists {timeout} s after the dump "
                         f"({self._describe(pid)})")
         return status
+
+    def check_running(self, pid: int) -> None:
+        """assert_running_free, and if the process died, say how (exit status, its log)."""
+        if not pid_exists(pid):
+            t = self.tracked.get(pid)
+            status = self._wait(t, 1.0) if t is not None else None
+            s = next((x for x in reversed(self.subjects) if x.pid == pid), None)
+            pytest.fail(f"process {pid} died (exit status {status}); "
+                        f"out: {s.out.read_text() if s and s.out.exists() else None!r}; "
+                        f"log:\n{tail(s.log) if s else ''}")
+        assert_running_free(pid)
 
     def _describe(self, pid: int) -> str:
         try:
@@ -614,18 +638,17 @@ def pytest_runtest_makereport(item, call):
 
 def _make_harness(request, tmp_path, bins, cryo, work_root):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
-    work = Path(tempfile.mkdtemp(prefix=name + "-", dir=work_root))
-    os.chmod(work, 0o777)
-    harness = Harness(tmp_path, bins, cryo, work)
+    base = Path(tempfile.mkdtemp(prefix=name + "-", dir=work_root))
+    os.chmod(base, 0o711)
+    harness = Harness(tmp_path, bins, cryo, base)
     yield harness
     problems = harness.cleanup()
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.passed:
         # Keep the evidence of failures; drop the (large) images and files of passes.
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(harness.images, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
     else:
-        print(f"\nkept: work dir {work}, images {harness.images}")
+        print(f"\nkept: {harness.work} and {harness.images}")
     if problems:
         pytest.fail("teardown: " + "; ".join(problems))
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import (assert_running_free, our_children, pid_exists, pids_running, poll,
+from conftest import (our_children, pid_exists, pids_running, poll,
                       proc_status)
 
 IMG_COMMON_MAGIC = 0x54564319
@@ -36,7 +36,7 @@ def assert_clean_failure(cp, *names):
 def assert_unharmed(h, s):
     """The target of a failed dump still runs, untraced, and passes its own check."""
     assert s.popen.poll() is None, f"{s.name} died (status {s.popen.returncode})"
-    assert_running_free(s.pid)
+    h.check_running(s.pid)
     if s.name == "counter":
         n = counter_lines(s)
         assert poll(lambda: counter_lines(s) >= n + 2, 10), "counter stopped making progress"

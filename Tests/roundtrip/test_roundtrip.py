@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from conftest import ROUNDTRIP_SUBJECTS, assert_running_free, poll, proc_status, task_ids
+from conftest import ROUNDTRIP_SUBJECTS, poll, proc_status, task_ids
 
 MiB = 1024 * 1024
 
@@ -53,8 +53,8 @@ def test_dump_kill_restore(h, name):
     h.dump(s)
     assert (h.images / "inventory.img").exists(), "no inventory.img after a successful dump"
     pid = h.restore(expect_pid=s.pid)
+    h.check_running(pid)
     assert task_ids(pid) == tids, f"thread ids {task_ids(pid)} after restore, were {tids}"
-    assert_running_free(pid)
     assert_progresses_after_restore(s)
     if name == "memory":
         size = pages_size(h.images)
@@ -74,7 +74,7 @@ def test_dump_leave_running(h, name):
     assert (h.images / "inventory.img").exists()
     assert s.popen.poll() is None, f"{name} died during a --leave-running dump"
     assert task_ids(s.pid) == tids
-    assert_running_free(s.pid)
+    h.check_running(s.pid)
     if name == "counter":
         assert_progresses_after_restore(s)
     h.finish(s.pid)
@@ -87,11 +87,12 @@ def test_restore_twice(h, name):
     h.dump(s)
     files = h.snapshot()  # files as they were at dump time (the first run changes them)
     pid = h.restore(expect_pid=s.pid)
+    h.check_running(pid)
     assert_progresses_after_restore(s)
     h.finish(pid)
     h.restore_snapshot(files)
     pid = h.restore(expect_pid=s.pid)
-    assert_running_free(pid)
+    h.check_running(pid)
     assert_progresses_after_restore(s)
     h.finish(pid)
 
