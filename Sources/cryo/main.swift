@@ -16,7 +16,7 @@ struct CryoCommand: ParsableCommand {
           cryo restore -D /tmp/img -d --pidfile /tmp/img/pid
         """,
         version: cryoVersion,
-        subcommands: [Check.self, Dump.self, Restore.self, Show.self, Decode.self, Encode.self, ExploreCommand.self, Memparse.self, Coredump.self])
+        subcommands: [Check.self, Dump.self, Restore.self, Show.self, Decode.self, Encode.self, ExploreCommand.self, Memparse.self, Coredump.self, Inspect.self])
 }
 
 /// CRIU's `-v4` and `-vvvv` spellings, turned into `--verbosity N` for the parser.
