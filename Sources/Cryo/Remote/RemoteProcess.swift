@@ -83,17 +83,27 @@ public final class RemoteProcess {
     }
 
     /// Finds `0f 05` (syscall) in the vDSO, so the dump never writes into the process's code.
+    /// Every process of this kernel maps the same vDSO image, so the offset is found once.
     private func findGadget() throws {
-        guard let vdso = try proc.mappings().first(where: { $0.name == "[vdso]" }) else {
+        let maps = try Mapping.parse(smaps: try proc.text("maps"))
+        guard let vdso = maps.first(where: { $0.name == "[vdso]" }) else {
             throw CryoError("process \(pid) has no [vdso] mapping; Cryo needs one to run system calls in it")
+        }
+        if let offset = Self.gadgetOffset, offset + 2 <= vdso.length,
+           (try? memory.read(vdso.start + offset, count: 2)) == [0x0f, 0x05] {
+            gadget = vdso.start + offset
+            return
         }
         let code = try memory.read(vdso.start, count: Int(vdso.length))
         for i in 0..<(code.count - 1) where code[i] == 0x0f && code[i + 1] == 0x05 {
             gadget = vdso.start + UInt64(i)
+            Self.gadgetOffset = UInt64(i)
             return
         }
         throw CryoError("no syscall instruction found in the vDSO of process \(pid)")
     }
+
+    nonisolated(unsafe) private static var gadgetOffset: UInt64?
 
     /// Wraps a restore child that stopped itself after mapping its helper at `helper`
     /// (one RX page with `syscall; int3`, then `helperSize - 4096` bytes of scratch).
