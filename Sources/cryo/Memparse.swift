@@ -119,8 +119,8 @@ struct Memparse: ParsableCommand {
             let count = try searcher.search(memory, limit: limit > 0 ? limit : nil) { match in
                 guard let vma = memory.vma(containing: match.address) else { return }
                 let from = max(vma.start, (match.address &- UInt64(context)) & ~15)
-                let to = min(vma.end, (match.address + UInt64(match.length) + UInt64(context) + 15) & ~15)
-                let excerpt = try memory.read(from, count: Int(to - from))
+                let to = min(vma.end, (match.address &+ UInt64(match.length) &+ UInt64(context) &+ 15) & ~15)
+                let excerpt = to > from ? try memory.read(from, count: Int(to - from)) : []
                 let offset = match.address - vma.start
                 if json {
                     var m = JSONObject()

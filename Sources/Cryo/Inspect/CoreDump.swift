@@ -90,7 +90,11 @@ public enum CoreDump {
             let fileSize = contents(vma, vdso: vdso) == .empty ? 0 : size
             segments.append(ElfCore.Segment(type: ElfCore.ptLoad, flags: flags, offset: offset, vaddr: vma.start,
                                             fileSize: fileSize, memorySize: size, align: page))
-            offset += fileSize
+            let next = offset.addingReportingOverflow(fileSize)
+            guard !next.overflow, next.partialValue < UInt64(Int64.max) else {
+                throw ImageFormatError(.corrupt, file: dump.path("mm-\(pid).img"), offset: nil, "the mappings add up to more than a file can hold")
+            }
+            offset = next.partialValue
         }
 
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -109,18 +113,20 @@ public enum CoreDump {
                 try writeAll(fd, vdso.bytes, at: segment.offset, path: path)
                 continue
             }
-            var done: UInt64 = 0
-            while done < segment.fileSize {
-                let n = Int(min(UInt64(chunkSize), segment.fileSize - done))
-                try buffer.withUnsafeMutableBytes { raw in
-                    let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
-                    try memory.read(vma.start + done, into: part)
+            // Only what can be non-zero is read (dumped pages, the mapped file); the rest, and
+            // zero pages, stay holes.
+            for range in memory.dataRanges(vma) {
+                var at = range.start
+                while at < range.end {
+                    let n = Int(min(UInt64(chunkSize), range.end - at))
+                    try buffer.withUnsafeMutableBytes { raw in
+                        try memory.read(at, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<n]))
+                    }
+                    if !buffer[0..<n].allSatisfy({ $0 == 0 }) {
+                        try writeAll(fd, Array(buffer[0..<n]), at: segment.offset + (at - vma.start), path: path)
+                    }
+                    at += UInt64(n)
                 }
-                // Zero pages stay holes.
-                if !buffer[0..<n].allSatisfy({ $0 == 0 }) {
-                    try writeAll(fd, Array(buffer[0..<n]), at: segment.offset + done, path: path)
-                }
-                done += UInt64(n)
             }
         }
         guard ftruncate(fd, off_t(offset)) == 0 else {

@@ -231,7 +231,7 @@ public struct DumpSummary {
         out += "\nStatistics\n"
         if let d = dumpStats {
             out += "  dump     freezing \(Self.ms(d.freezingTime)) · frozen \(Self.ms(d.frozenTime)) · memory dump \(Self.ms(d.memdumpTime)) · memory write \(Self.ms(d.memwriteTime))\n"
-            out += "           pages scanned \(d.pagesScanned) · written \(d.pagesWritten) (\(humanBytes(d.pagesWritten * 4096))) · skipped (in parent) \(d.pagesSkippedParent) · lazy \(d.pagesLazy)\n"
+            out += "           pages scanned \(d.pagesScanned) · written \(d.pagesWritten) (\(humanBytes(d.pagesWritten &* 4096))) · skipped (in parent) \(d.pagesSkippedParent) · lazy \(d.pagesLazy)\n"
         } else {
             out += "  dump     none (no stats-dump.img)\n"
         }

@@ -40,6 +40,8 @@ public enum VMAStatus {
 public final class ProcessMemory {
     /// The page size of the images (x86_64).
     public static let pageSize: UInt64 = 4096
+    /// The end of x86_64 user space (57-bit addresses with 5-level paging).
+    public static let userSpaceEnd: UInt64 = 1 << 56
 
     /// A run of dumped pages.
     public struct Run: Sendable {
@@ -89,6 +91,11 @@ public final class ProcessMemory {
     /// Opens the memory of process `process` of `dump`.
     public init(_ dump: DumpImages, _ process: ProcessImages) throws {
         pid = process.pid
+        let mmPath = dump.path("mm-\(process.pid).img")
+        for v in process.mm?.vmas ?? [] where !(v.start < v.end && (v.end <= Self.userSpaceEnd || v.status & VMAStatus.vsyscall != 0)) {
+            throw ImageFormatError(.corrupt, file: mmPath, offset: nil,
+                                   "mapping \(hexString(v.start))-\(hexString(v.end)) is not a valid user-space range")
+        }
         vmas = (process.mm?.vmas ?? []).sorted { $0.start < $1.start }
         files = dump.files
         pagemapPath = dump.path("pagemap-\(process.pid).img")
@@ -118,6 +125,11 @@ public final class ProcessMemory {
             let lazyInFile = strict != pagesFileSize && bytes { $0 & 1 == 0 && $0 & 6 != 0 } == pagesFileSize
             var offset: UInt64 = 0
             for (e, f) in zip(pagemap.entries, flags) {
+                guard e.vaddr % Self.pageSize == 0, e.vaddr < Self.userSpaceEnd,
+                      UInt64(e.nrPages) <= (Self.userSpaceEnd - e.vaddr) / Self.pageSize else {
+                    throw ImageFormatError(.corrupt, file: pagemapPath, offset: nil,
+                                           "entry \(hexString(e.vaddr, prefix: true)) + \(e.nrPages) pages is not a valid user-space range")
+                }
                 let present = f & 4 != 0 || (lazyInFile && f & 1 == 0 && f & 2 != 0)
                 runs.append(Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil))
                 if present { offset = offset &+ UInt64(e.nrPages) &* Self.pageSize }
@@ -212,7 +224,7 @@ public final class ProcessMemory {
     /// Reads `count` bytes of the pages file at `offset` into `buffer`.
     func readPages(_ buffer: UnsafeMutableRawPointer, offset: UInt64, count: Int) throws {
         guard let pagesPath else { return }
-        guard offset &+ UInt64(count) <= pagesFileSize else {
+        guard offset <= pagesFileSize, UInt64(count) <= pagesFileSize - offset else {
             throw ImageFormatError(.truncated, file: pagesPath, offset: Int(clamping: pagesFileSize),
                                    "\(pagemapPath) describes pages up to byte \(offset &+ UInt64(count)), the file has \(pagesFileSize)")
         }
@@ -276,10 +288,11 @@ public final class ProcessMemory {
             memset(dest, 0, n)
             if mappedFile(vma) != nil {
                 let fd = fileDescriptor(vma)
-                if fd >= 0 {
+                let fileOffset = vma.pgoff.addingReportingOverflow(at - vma.start)
+                if fd >= 0, !fileOffset.overflow, fileOffset.partialValue < UInt64(Int64.max) - UInt64(n) {
                     var got = 0
                     while got < n {
-                        let r = pread(fd, dest + got, n - got, off_t(vma.pgoff + (at - vma.start)) + off_t(got))
+                        let r = pread(fd, dest + got, n - got, off_t(fileOffset.partialValue) + off_t(got))
                         if r < 0 && errno == EINTR { continue }
                         if r <= 0 { break }
                         got += r
@@ -288,6 +301,25 @@ public final class ProcessMemory {
             }
             at += UInt64(n); done += n
         }
+    }
+
+    /// The parts of `vma` that can hold something other than zeros: its dumped runs and, for
+    /// a file mapping whose file is there, the part the file covers. Sorted, may overlap.
+    public func dataRanges(_ vma: VmaEntry) -> [(start: UInt64, end: UInt64)] {
+        var out: [(start: UInt64, end: UInt64)] = []
+        if let path = mappedFile(vma) {
+            var st = stat()
+            if stat(path, &st) == 0, UInt64(st.st_size) > vma.pgoff {
+                let covered = UInt64(st.st_size) - vma.pgoff
+                out.append((vma.start, vma.end - vma.start <= covered ? vma.end : vma.start + (covered + Self.pageSize - 1) / Self.pageSize * Self.pageSize))
+            }
+        }
+        var i = runIndex(containing: vma.start) ?? runs.firstIndex { $0.start >= vma.start } ?? runs.count
+        while i < runs.count, runs[i].start < vma.end {
+            if runs[i].fileOffset != nil { out.append((max(runs[i].start, vma.start), min(runs[i].end, vma.end))) }
+            i += 1
+        }
+        return out.sorted { $0.start < $1.start }
     }
 
     /// The dumped memory as segments contiguous both in the address space and in the pages
