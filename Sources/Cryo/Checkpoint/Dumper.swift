@@ -152,6 +152,13 @@ public enum Dumper {
             }
             pstree.append(entry)
         }
+        var sharedMaps: [UInt64: [(RemoteProcess, VmaEntry)]] = [:]
+        for m in tree {
+            guard let process = m.process else { continue }
+            let mm: MmEntry = try images.readOne("mm-\(m.pid).img", magic: .mm)
+            for v in mm.vmas where v.status & MemoryResource.anonShared != 0 { sharedMaps[v.shmid, default: []].append((process, v)) }
+        }
+        try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
         try images.write("files.img", magic: .files, files.files)
         if !files.pipeIDs.isEmpty { try images.writeFile("pipes-data.img", try files.pipesDataImage()) }
         try images.write("pstree.img", magic: .pstree, pstree)

@@ -123,11 +123,13 @@ final class TreeBuilder {
     var made: [pid_t: RemoteProcess] = [:]
     var pagesRestored: UInt64 = 0
     let objects: FileObjects
+    let shared: SharedMemoryTable
 
     init(tree: TreeImage, images: ImageDirectory, log: Log) throws {
         self.tree = tree
         self.log = log
         self.objects = try FileObjects(images)
+        self.shared = SharedMemoryTable(tree, images: images)
     }
 
     /// Rebuilds `image` in its (stopped) process, then its children. `inherited` is the fd
@@ -151,7 +153,7 @@ final class TreeBuilder {
         if image.isZombie { return }
 
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
-        pagesRestored += try MemoryRestore.restore(process, image, files: tree.files, openRemote: openRemote, log: log)
+        pagesRestored += try MemoryRestore.restore(process, image, files: tree.files, shared: shared, openRemote: openRemote, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
         let mm = image.mm
@@ -231,6 +233,7 @@ final class TreeBuilder {
     /// Joins process groups, sets credentials, turns zombies into zombies, and lets every
     /// process go with its own registers.
     func finish() throws {
+        try shared.removeSpares()
         for image in tree.processes where !image.isZombie {
             let process = made[image.pid]!
             if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {

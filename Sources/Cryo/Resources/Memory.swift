@@ -47,7 +47,11 @@ enum MemoryResource {
             case "[heap]": status |= areaHeap | anonPrivate; flags |= MAP_ANONYMOUS
             case "[stack]": status |= areaStack | anonPrivate; flags |= MAP_ANONYMOUS
             default:
-                if m.isFileBacked {
+                if SharedMemoryResource.isSharedAnonymous(m) {
+                    e.shmid = m.inode
+                    status |= anonShared
+                    flags |= MAP_ANONYMOUS
+                } else if m.isFileBacked {
                     let path = try ProcDirectory(pid: pid).link("map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))")
                     e.shmid = UInt64(try files.mappedFile(path: path, pid: pid, mapping: m))
                     status |= m.shared ? fileShared : filePrivate
@@ -73,12 +77,13 @@ enum MemoryResource {
     /// Whether the pages of a VMA belong in the image (private memory the process may have
     /// changed). Shared file mappings keep their contents in the file; vdso/vvar are the kernel's.
     static func dumpsPages(_ vma: VmaEntry) -> Bool {
-        vma.status & (areaVdso | areaVvar | areaVsyscall | fileShared) == 0 && vma.status & areaRegular != 0
+        vma.status & (areaVdso | areaVvar | areaVsyscall | fileShared | anonShared) == 0 && vma.status & areaRegular != 0
     }
 
     /// Finds the pages worth saving in `[start, end)`: present or swapped, not the zero page,
     /// and not still identical to the file (PAGEMAP_SCAN, one ioctl for many ranges).
-    static func touchedRanges(pagemap: FileDescriptor, start: UInt64, end: UInt64) throws -> [Range<UInt64>] {
+    /// With `includeShared`, shared memory pages (which the kernel counts as file pages) too.
+    static func touchedRanges(pagemap: FileDescriptor, start: UInt64, end: UInt64, includeShared: Bool = false) throws -> [Range<UInt64>] {
         var result: [Range<UInt64>] = []
         var regions = [cl_page_region](repeating: cl_page_region(), count: 512)
         var cursor = start
@@ -89,8 +94,9 @@ enum MemoryResource {
             arg.end = end
             arg.vec_len = UInt64(regions.count)
             // Want: (PRESENT or SWAPPED) and not FILE and not PFNZERO.
-            arg.category_inverted = UInt64(CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO)
-            arg.category_mask = UInt64(CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO)
+            let excluded = includeShared ? CL_PAGE_IS_PFNZERO : CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO
+            arg.category_inverted = UInt64(excluded)
+            arg.category_mask = UInt64(excluded)
             arg.category_anyof_mask = UInt64(CL_PAGE_IS_PRESENT | CL_PAGE_IS_SWAPPED)
             arg.return_mask = UInt64(CL_PAGE_IS_PRESENT | CL_PAGE_IS_SWAPPED)
             let n = regions.withUnsafeMutableBufferPointer { buf -> Int32 in
@@ -275,7 +281,7 @@ enum MemoryRestore {
     static let archMapVdso64: UInt64 = 0x2003
 
     static func restore(_ process: RemoteProcess, _ image: ProcessImage, files: [UInt32: FileEntry],
-                        openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
+                        shared: SharedMemoryTable, openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
         let helper = process.gadget
         let helperEnd = helper + UInt64(Restorer.helperSize)
         let scratch = process.scratch!.address
@@ -306,7 +312,8 @@ enum MemoryRestore {
         }
         var fileFDs: [UInt32: UInt64] = [:]
         defer { for fd in fileFDs.values { _ = try? process.syscall(Syscall.close, fd) } }
-        for v in vmas where v.status & (MemoryResource.areaVdso | MemoryResource.areaVvar | MemoryResource.areaVsyscall) == 0 {
+        let specials = MemoryResource.areaVdso | MemoryResource.areaVvar | MemoryResource.areaVsyscall
+        for v in vmas where v.status & (specials | MemoryResource.anonShared) == 0 {
             var prot = v.prot
             if withPages.contains(v.start) { prot |= UInt32(PROT_WRITE) }
             let flags = UInt64(v.flags) | UInt64(MAP_FIXED)
@@ -324,6 +331,11 @@ enum MemoryRestore {
             guard UInt64(address) == v.start else { throw CryoError("mmap put 0x\(String(v.start, radix: 16)) at 0x\(String(address, radix: 16))") }
         }
 
+        // Shared memory after the private mappings, so a spare object mapping the kernel places
+        // cannot sit where one of them must go.
+        for v in vmas where v.status & MemoryResource.anonShared != 0 && v.status & specials == 0 {
+            try shared.map(v, into: process)
+        }
         log.debug("\(vmas.count) mappings made")
         // 4. Pages, copied straight from the image's page cache into the process.
         var segments: [PageCopier.Segment] = []
