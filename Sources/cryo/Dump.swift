@@ -26,6 +26,10 @@ struct Dump: ParsableCommand {
     @Flag(name: [.customShort("j"), .customLong("shell-job")], help: "Allow a process that belongs to a session it does not lead.")
     var shellJob = false
 
+    @Option(name: .customLong("ghost-limit"),
+            help: ArgumentHelp("Save deleted-but-open files up to SIZE bytes (K, M, G suffixes; default 1M).", valueName: "SIZE"))
+    var ghostLimit: String?
+
     func run() throws {
         let log = try reporting(nil) { try common.makeLog() }
         let stats = try reporting(log) {
@@ -33,6 +37,10 @@ struct Dump: ParsableCommand {
             var options = DumpOptions(pid: pid, images: images)
             options.afterDump = leaveStopped ? .stop : leaveRunning ? .resume : .kill
             options.shellJob = shellJob
+            if let ghostLimit {
+                guard let bytes = parseSize(ghostLimit) else { throw CryoError("--ghost-limit \(ghostLimit): not a size") }
+                options.ghostLimit = bytes
+            }
             return try Dumper.dump(options, log: log)
         }
         if common.displayStats {
@@ -47,4 +55,11 @@ struct Dump: ParsableCommand {
             """)
         }
     }
+}
+
+/// "1048576", "512K", "1M", "2G" -> bytes.
+func parseSize(_ text: String) -> Int? {
+    let units: [Character: Int] = ["K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "m": 1 << 20, "G": 1 << 30, "g": 1 << 30]
+    if let last = text.last, let unit = units[last] { return Int(text.dropLast()).map { $0 * unit } }
+    return Int(text)
 }

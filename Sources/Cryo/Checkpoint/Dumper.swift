@@ -10,6 +10,8 @@ public struct DumpOptions: Sendable {
     public var afterDump: RemoteProcess.Release = .kill
     /// `--shell-job`: the process may belong to a session outside the dump.
     public var shellJob = false
+    /// `--ghost-limit`: the largest deleted-but-open file whose contents are saved.
+    public var ghostLimit = GhostFileResource.defaultLimit
 
     public init(pid: pid_t, images: ImageDirectory) {
         self.pid = pid
@@ -113,6 +115,7 @@ public enum Dumper {
         let images = options.images
         let members = Set(tree.map(\.pid))
         var files = FileTable()
+        files.ghostLimit = options.ghostLimit
         var pstree: [PstreeEntry] = []
         var rootIDs = TaskKobjIdsEntry()
         for (index, m) in tree.enumerated() {
@@ -159,6 +162,7 @@ public enum Dumper {
             for v in mm.vmas where v.status & MemoryResource.anonShared != 0 { sharedMaps[v.shmid, default: []].append((process, v)) }
         }
         try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
+        try GhostFileResource.write(files.ghosts, to: images)
         try images.write("files.img", magic: .files, files.files)
         if !files.pipeIDs.isEmpty { try images.writeFile("pipes-data.img", try files.pipesDataImage()) }
         try images.write("pstree.img", magic: .pstree, pstree)

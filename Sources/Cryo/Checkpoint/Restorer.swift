@@ -25,6 +25,7 @@ public enum Restorer {
     public static func restore(_ options: RestoreOptions, log: Log) throws -> pid_t {
         let started = monotonicMicroseconds()
         let tree = try TreeImage.load(options.images)
+        defer { tree.ghosts.removeAll() }
         let pid = tree.root.pid
         log.info("Restoring \(tree.processes.count) process(es) rooted at \(pid) from \(options.images.path)")
         let helper = try chooseHelperAddress(tree.processes.flatMap(\.mm.vmas))

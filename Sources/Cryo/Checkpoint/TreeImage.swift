@@ -94,6 +94,8 @@ struct TreeImage {
     /// Processes in pstree order: every parent before its children.
     var processes: [ProcessImage]
     var files: [UInt32: FileEntry]
+    /// Deleted files recreated for the restore; removed when it ends.
+    let ghosts: GhostFiles
 
     var root: ProcessImage { processes[0] }
 
@@ -122,7 +124,8 @@ struct TreeImage {
         let fileList: [FileEntry] = try images.read("files.img", magic: .files)
         var files: [UInt32: FileEntry] = [:]
         for f in fileList { files[f.id] = f }
-        let image = TreeImage(processes: processes, files: files)
+        let ghosts = try GhostFiles(images, files: &files)
+        let image = TreeImage(processes: processes, files: files, ghosts: ghosts)
         for p in processes {
             try p.verify()
             for id in p.fileIDs.sorted() {

@@ -230,7 +230,11 @@ private struct JSONParser {
             while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
             return at - s
         }
-        guard digits() > 0 else { throw failure("a number needs digits") }
+        if at < bytes.count, bytes[at] == UInt8(ascii: "0") {
+            at += 1 // no leading zeros: "01" is 0 followed by 1, as in Python
+        } else {
+            guard digits() > 0 else { throw failure("a number needs digits") }
+        }
         if at < bytes.count, bytes[at] == UInt8(ascii: ".") {
             at += 1
             guard digits() > 0 else { throw failure("a number needs digits after '.'") }

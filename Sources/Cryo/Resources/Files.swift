@@ -20,6 +20,10 @@ struct FileTable {
     /// Every fd seen so far, by inode, to find open file descriptions shared across processes.
     private var seenByInode: [String: [(pid: pid_t, fd: Int32, id: UInt32)]] = [:]
     private var nextID: UInt32 = 1
+    /// `--ghost-limit`: the largest deleted file whose contents are saved.
+    var ghostLimit = GhostFileResource.defaultLimit
+    /// Deleted files, with the id of the entry each stands for.
+    private(set) var ghosts: [(origID: UInt32, entry: GhostFileEntry, data: [UInt8])] = []
     private var pathIDs: [String: UInt32] = [:]
 
     /// Character devices a process may keep open across a checkpoint: they carry no state.
@@ -41,6 +45,13 @@ struct FileTable {
         file.id = id
         file.reg = reg
         files.append(file)
+        return id
+    }
+
+    private mutating func addGhost(openPath: String, target: String, flags: UInt32, pos: UInt64, st: stat) throws -> UInt32 {
+        let (ghost, data) = try GhostFileResource.capture(openPath: openPath, shownAs: target, st: st, limit: ghostLimit)
+        let id = add(path: GhostFileResource.originalPath(target), flags: flags, pos: pos, st: st)
+        ghosts.append((id, ghost, data))
         return id
     }
 
@@ -81,8 +92,16 @@ struct FileTable {
     /// The id of a read-only entry for a file the process maps (or runs, or has as cwd/root).
     mutating func mappedFile(path: String, pid: pid_t, mapping: Mapping? = nil) throws -> UInt32 {
         if let id = pathIDs[path] { return id }
+        if path.hasSuffix(" (deleted)"), let m = mapping {
+            let open = "/proc/\(pid)/map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))"
+            var st = stat()
+            guard stat(open, &st) == 0 else { throw CryoError("cannot stat \(open)", errno: Errno(rawValue: errnoValue)) }
+            let id = try addGhost(openPath: open, target: path, flags: UInt32(O_RDONLY), pos: 0, st: st)
+            pathIDs[path] = id
+            return id
+        }
         if path.hasSuffix(" (deleted)") {
-            throw CryoError("process \(pid) maps \(path), a file deleted since it was opened; Cryo cannot dump deleted files yet")
+            throw CryoError("process \(pid) uses \(path), a file deleted since; Cryo cannot dump that")
         }
         var st = stat()
         guard stat(path, &st) == 0 else {
@@ -127,6 +146,8 @@ struct FileTable {
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
+            } else if target.hasSuffix(" (deleted)") {
+                entry.id = try addGhost(openPath: "\(proc.path)/fd/\(fd)", target: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
             } else {
                 entry.id = add(path: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
             }
@@ -150,7 +171,6 @@ struct FileTable {
         if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
         if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)); Cryo cannot dump FIFOs yet") }
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
-        if target.hasSuffix(" (deleted)") { throw CryoError("\(what) \(target), deleted since it was opened; Cryo cannot dump deleted files yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
             let major = (st.st_rdev >> 8) & 0xfff
@@ -163,6 +183,7 @@ struct FileTable {
             throw CryoError("\(what) \(target), a kind of file Cryo cannot dump yet")
         }
         if !target.hasPrefix("/") { throw CryoError("\(what) \(target), which has no path Cryo can reopen") }
+        if target.hasSuffix(" (deleted)") && type != S_IFREG { throw CryoError("\(what) \(target), deleted since it was opened and not a regular file") }
     }
 }
 
