@@ -187,6 +187,24 @@ long cl_spawn_restore_child(const struct cl_restore_child_args *args);
 /// Sends `fd` with SCM_RIGHTS (and one byte of data) over the unix socket `socket`.
 int cl_send_fd(int socket, int fd);
 
+// MARK: - unix socket diagnostics
+
+/// One unix socket as sock_diag reports it.
+struct cl_unix_socket {
+    uint32_t inode;
+    uint32_t peer;      // inode of the peer, 0 if none
+    uint8_t type;       // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    uint8_t state;      // TCP_ESTABLISHED (1), TCP_LISTEN (10), TCP_CLOSE (7)...
+    uint16_t name_length;
+    uint32_t receive_queue;
+    uint32_t send_queue;
+    char name[108];     // sun_path, abstract names start with a NUL
+};
+
+/// Lists the unix sockets of this network namespace (NETLINK_SOCK_DIAG). Fills up to
+/// `capacity` entries; returns how many sockets exist (may exceed capacity), or -errno.
+long cl_unix_sockets(struct cl_unix_socket *out, long capacity);
+
 // MARK: - cpuid
 
 /// CPUID with a sub-leaf; used to find the XSAVE component offsets of this CPU.

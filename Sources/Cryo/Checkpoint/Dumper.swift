@@ -164,6 +164,7 @@ public enum Dumper {
         try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
         try GhostFileResource.write(files.ghosts, to: images)
         try images.write("files.img", magic: .files, files.files)
+        if let queues = try files.socketQueuesImage() { try images.writeFile("sk-queues.img", queues) }
         if !files.pipeIDs.isEmpty { try images.writeFile("pipes-data.img", try files.pipesDataImage()) }
         try images.write("pstree.img", magic: .pstree, pstree)
 

@@ -130,6 +130,7 @@ final class TreeBuilder {
         self.tree = tree
         self.log = log
         self.objects = try FileObjects(images)
+        self.objects.allFiles = tree.files
         self.shared = SharedMemoryTable(tree, images: images)
     }
 

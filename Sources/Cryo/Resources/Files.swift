@@ -15,6 +15,10 @@ struct FileTable {
     private(set) var descriptors: [pid_t: [FdinfoEntry]] = [:]
     /// For each pipe (by inode): one (pid, fd) that reads from it, to copy its buffer.
     private(set) var pipeReaders: [UInt32: (pid: pid_t, fd: Int32)] = [:]
+    /// sock_diag's view of unix sockets, read once per dump.
+    private var unixSockets: [UInt32: cl_unix_socket]?
+    /// Unix sockets with unread data: (file id, type, pid, fd).
+    private var socketReaders: [(id: UInt32, type: UInt8, pid: pid_t, fd: Int32)] = []
     /// Every pipe seen.
     private(set) var pipeIDs = Set<UInt32>()
     /// Every fd seen so far, by inode, to find open file descriptions shared across processes.
@@ -78,6 +82,24 @@ struct FileTable {
         return fown
     }
 
+    /// `sk-queues.img`: unread data of unix sockets. Also checks that every connected socket's
+    /// peer belongs to the dump.
+    func socketQueuesImage() throws -> [UInt8]? {
+        let dumped = Set(files.filter(\.hasUsk).map(\.usk.ino))
+        for f in files where f.hasUsk && f.usk.peer != 0 && !dumped.contains(f.usk.peer) {
+            throw CryoError("unix socket socket:[\(f.usk.ino)] is connected to socket:[\(f.usk.peer)], which belongs to no process of the dump; Cryo cannot dump external connections yet")
+        }
+        guard !socketReaders.isEmpty else { return nil }
+        var image = ImageCodec.header(for: .skQueues)
+        for r in socketReaders {
+            for (entry, data) in try UnixSocketResource.captureQueue(id: r.id, type: r.type, pid: r.pid, fd: r.fd) {
+                try ImageCodec.appendEntry(entry, to: &image)
+                image += data
+            }
+        }
+        return image
+    }
+
     /// `pipes-data.img`: what is buffered in each pipe that some process of the tree reads.
     func pipesDataImage() throws -> [UInt8] {
         var image = ImageCodec.header(for: .pipesData)
@@ -128,16 +150,28 @@ struct FileTable {
             let pos = UInt64(info["pos"] ?? "0") ?? 0
             let isPipe = target.hasPrefix("pipe:")
             let eventKind = EventFileResource.kinds[target]
-            if !isPipe && eventKind == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            var unix: cl_unix_socket?
+            if target.hasPrefix("socket:") {
+                if unixSockets == nil { unixSockets = try UnixSocketResource.table() }
+                unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
+                if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
+            }
+            if !isPipe && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : eventKind ?? .reg
+            entry.type = isPipe ? .pipe : unix != nil ? .unixsk : eventKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
             let inode = "\(st.st_dev):\(st.st_ino)"
             if let twin = seenByInode[inode, default: []].first(where: { Self.sameDescription($0.pid, $0.fd, pid, fd) }) {
                 entry.id = twin.id
+            } else if let unix {
+                let id = nextID
+                nextID += 1
+                files.append(try UnixSocketResource.entry(id: id, flags: openFlags & ~UInt32(O_CLOEXEC), socket: unix, pid: pid, fd: fd))
+                if unix.receive_queue > 0 { socketReaders.append((id, unix.type, pid, fd)) }
+                entry.id = id
             } else if let eventKind {
                 let id = nextID
                 nextID += 1
@@ -191,7 +225,7 @@ extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
         if (type == .pipe && hasPipe) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
-            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) { return }
+            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
         guard stat(reg.name, &st) == 0 else {
@@ -245,8 +279,8 @@ enum FilesRestore {
                 } else {
                     if installer == nil { installer = try FDInstaller(process, spare: spare) }
                     try installer!.install(try objects.descriptor(for: file), at: target)
-                    if file.hasPipe {
-                        _ = try call("fcntl(F_SETFL) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFL), UInt64(file.pipe.flags))
+                    if file.hasPipe || file.hasUsk {
+                        _ = try call("fcntl(F_SETFL) fd \(d.fd)", Syscall.fcntl, target, UInt64(F_SETFL), UInt64(file.hasPipe ? file.pipe.flags : file.usk.flags))
                     }
                     opened[d.id] = target
                 }
@@ -286,11 +320,15 @@ enum FilesRestore {
 /// Cryo-side fd per open file description, handed to every process that had it.
 final class FileObjects {
     let pipes: PipeTable
+    let sockets: UnixSocketTable
+    /// Every file entry of the dump (a socket's peer is found among them).
+    var allFiles: [UInt32: FileEntry] = [:]
     private var created: [UInt32: Int32] = [:]
     private var watched = Set<UInt32>()
 
     init(_ images: ImageDirectory) throws {
         pipes = try PipeTable(images)
+        sockets = try UnixSocketTable(images)
     }
 
     deinit { for fd in created.values { close(fd) } }
@@ -298,6 +336,7 @@ final class FileObjects {
     /// Cryo's fd for the description `file`.
     func descriptor(for file: FileEntry) throws -> Int32 {
         if file.type == .pipe { return try pipes.descriptor(for: file) }
+        if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
         if let fd = created[file.id] { return fd }
         let fd = try EventFileResource.create(file)
         created[file.id] = fd
