@@ -202,7 +202,7 @@ public struct DumpSummary {
                               right: [0, 1, 2, 3, 5, 6, 7, 8])
         for p in processes {
             let command = p.arguments.isEmpty ? p.command : p.arguments.joined(separator: " ")
-            let shown = command.count > 60 ? String(command.prefix(57)) + "..." : command
+            let shown = command.count > 160 ? String(command.prefix(157)) + "..." : command
             table.add(["\(p.pid)", "\(p.ppid)", "\(p.pgid)", "\(p.sid)", p.state, "\(p.threads.count)", p.uid.map(String.init) ?? "-",
                        humanBytes(p.mapped), humanBytes(p.dumped),
                        String(repeating: "  ", count: p.depth) + (p.depth > 0 ? "└ " : "") + shown])

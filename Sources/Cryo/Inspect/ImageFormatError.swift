@@ -43,8 +43,9 @@ public struct ImageFormatError: Error, CustomStringConvertible, Equatable, Senda
 
     /// `FILE: at offset N (0xN): REASON` (or `FILE: REASON` without an offset).
     public var description: String {
-        guard let offset else { return "\(file): \(reason)" }
-        return "\(file): at offset \(offset) (0x\(String(offset, radix: 16))): \(reason)"
+        let what = kind == .truncated ? "truncated: " + reason : reason
+        guard let offset else { return "\(file): \(what)" }
+        return "\(file): at offset \(offset) (0x\(String(offset, radix: 16))): \(what)"
     }
 
     /// The same error, its offset moved by `delta` (for errors found in a slice of a file).

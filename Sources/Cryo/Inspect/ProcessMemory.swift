@@ -115,14 +115,15 @@ public final class ProcessMemory {
             // CRIU: PE_PARENT 1 (pages in the parent image), PE_LAZY 2 (may be restored lazily),
             // PE_PRESENT 4 (in this pages file); without flags, in_parent means PE_PARENT and
             // otherwise PE_PRESENT. Some Cryo dumps mark their pages PE_LAZY alone although
-            // they are in the file: when the file's size says every non-parent entry is in it,
-            // take it at its word.
+            // they are in the file: when the file holds more than the PE_PRESENT entries
+            // account for, the lazy ones are in it too (a lazy CRIU dump leaves it empty). A
+            // pages file shorter than that is then reported when read, not taken as "no pages".
             let flags = pagemap.entries.map { e -> UInt32 in e.hasFlags ? e.flags : (e.inParent ? 1 : 4) }
             func bytes(_ included: (UInt32) -> Bool) -> UInt64 {
                 zip(pagemap.entries, flags).reduce(0) { included($1.1) ? $0 &+ UInt64($1.0.nrPages) &* Self.pageSize : $0 }
             }
             let strict = bytes { $0 & 4 != 0 }
-            let lazyInFile = strict != pagesFileSize && bytes { $0 & 1 == 0 && $0 & 6 != 0 } == pagesFileSize
+            let lazyInFile = pagesFileSize > strict
             var offset: UInt64 = 0
             for (e, f) in zip(pagemap.entries, flags) {
                 guard e.vaddr % Self.pageSize == 0, e.vaddr < Self.userSpaceEnd,
