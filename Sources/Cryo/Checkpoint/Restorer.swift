@@ -43,8 +43,8 @@ public enum Restorer {
             let forked = monotonicMicroseconds()
             try builder.finish()
             var r = RestoreStatsEntry()
-            r.pagesCompared = 0
-            r.pagesSkippedCow = 0
+            r.pagesCompared = builder.sharing.pagesCompared
+            r.pagesSkippedCow = builder.sharing.pagesSkipped
             r.forkingTime = UInt32(forked - started)
             r.restoreTime = UInt32(monotonicMicroseconds() - started)
             r.pagesRestored = builder.pagesRestored
@@ -123,6 +123,7 @@ final class TreeBuilder {
     /// Every process created so far, live or to become a zombie.
     var made: [pid_t: RemoteProcess] = [:]
     var pagesRestored: UInt64 = 0
+    var sharing = MemoryRestore.Sharing()
     let objects: FileObjects
     let shared: SharedMemoryTable
 
@@ -155,7 +156,9 @@ final class TreeBuilder {
         if image.isZombie { return }
 
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
-        pagesRestored += try MemoryRestore.restore(process, image, files: tree.files, shared: shared, openRemote: openRemote, log: log)
+        let parent = tree.process(pid_t(image.pstree.ppid)).flatMap { $0.isZombie ? nil : $0 }
+        pagesRestored += try MemoryRestore.restore(process, image, parent: image.pid == tree.root.pid ? nil : parent, files: tree.files,
+                                                   shared: shared, sharing: &sharing, openRemote: openRemote, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
         let mm = image.mm

@@ -280,22 +280,53 @@ func monotonicMicroseconds() -> UInt64 {
 enum MemoryRestore {
     static let archMapVdso64: UInt64 = 0x2003
 
-    static func restore(_ process: RemoteProcess, _ image: ProcessImage, files: [UInt32: FileEntry],
-                        shared: SharedMemoryTable, openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
+    /// Copy-on-write sharing with the parent, for the restore statistics.
+    struct Sharing {
+        var pagesCompared: UInt64 = 0
+        var pagesSkipped: UInt64 = 0
+    }
+
+    /// What identifies a mapping the same in parent and child.
+    private struct MappingKey: Hashable {
+        var start, end, pgoff, shmid: UInt64
+        var prot, flags, status: UInt32
+        init(_ v: VmaEntry) {
+            start = v.start; end = v.end; pgoff = v.pgoff; shmid = v.shmid; prot = v.prot; flags = v.flags; status = v.status
+        }
+    }
+
+    /// Rebuilds the address space of `process` from `image`. A process forked from its restored
+    /// `parent` keeps the private mappings it has exactly as the parent, and only the pages that
+    /// differ are written, so pages the two shared stay shared (and memory use stays as it was).
+    static func restore(_ process: RemoteProcess, _ image: ProcessImage, parent: ProcessImage?, files: [UInt32: FileEntry],
+                        shared: SharedMemoryTable, sharing: inout Sharing,
+                        openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
         let helper = process.gadget
         let helperEnd = helper + UInt64(Restorer.helperSize)
-        let scratch = process.scratch!.address
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
             try process.checkedSyscall(what, nr, args)
         }
-        // 1. Everything but the helper goes.
-        _ = try call("munmap below the helper", Syscall.munmap, 0, helper)
-        _ = try call("munmap above the helper", Syscall.munmap, helperEnd, 0x7fff_ffff_f000 - helperEnd)
-
-        log.debug("address space emptied")
-        // 2. The vDSO and its data pages, at their dumped address.
         let vmas = image.mm.vmas
-        let special = vmas.filter { $0.status & (MemoryResource.areaVdso | MemoryResource.areaVvar) != 0 }
+        var kept: [VmaEntry] = []
+        if let parent {
+            let theirs = Set(parent.mm.vmas.map(MappingKey.init))
+            kept = vmas.filter { v in
+                v.status & (MemoryResource.anonShared | MemoryResource.fileShared | MemoryResource.areaVsyscall) == 0
+                    && theirs.contains(MappingKey(v)) && !(v.start < helperEnd && helper < v.end)
+            }
+        }
+        let keptStarts = Set(kept.map(\.start))
+        // 1. Everything but the helper and the kept mappings goes.
+        var cursor: UInt64 = 0
+        let keep = (kept.map { $0.start..<$0.end } + [helper..<helperEnd]).sorted { $0.lowerBound < $1.lowerBound }
+        for range in keep + [0x7fff_ffff_f000..<0x7fff_ffff_f000] {
+            if range.lowerBound > cursor { _ = try call("munmap 0x\(String(cursor, radix: 16))", Syscall.munmap, cursor, range.lowerBound - cursor) }
+            cursor = max(cursor, range.upperBound)
+        }
+
+        log.debug("address space emptied (\(kept.count) mappings kept from the parent)")
+        // 2. The vDSO and its data pages, at their dumped address.
+        let special = vmas.filter { $0.status & (MemoryResource.areaVdso | MemoryResource.areaVvar) != 0 && !keptStarts.contains($0.start) }
         if let low = special.map(\.start).min() {
             _ = try call("arch_prctl(ARCH_MAP_VDSO_64, 0x\(String(low, radix: 16)))", Syscall.arch_prctl, archMapVdso64, low)
             let now = try process.proc.mappings()
@@ -313,7 +344,7 @@ enum MemoryRestore {
         var fileFDs: [UInt32: UInt64] = [:]
         defer { for fd in fileFDs.values { _ = try? process.syscall(Syscall.close, fd) } }
         let specials = MemoryResource.areaVdso | MemoryResource.areaVvar | MemoryResource.areaVsyscall
-        for v in vmas where v.status & (specials | MemoryResource.anonShared) == 0 {
+        for v in vmas where v.status & (specials | MemoryResource.anonShared) == 0 && !keptStarts.contains(v.start) {
             var prot = v.prot
             if withPages.contains(v.start) { prot |= UInt32(PROT_WRITE) }
             let flags = UInt64(v.flags) | UInt64(MAP_FIXED)
@@ -337,27 +368,101 @@ enum MemoryRestore {
             try shared.map(v, into: process)
         }
         log.debug("\(vmas.count) mappings made")
-        // 4. Pages, copied straight from the image's page cache into the process.
+        // 4. Pages, copied straight from the image's page cache into the process; in kept
+        //    mappings only those that differ from the parent's, and the parent's pages this
+        //    process does not have are dropped (back to zero or to the file).
+        var parentOffsets: [UInt64: UInt64] = [:]
+        if let parent, !kept.isEmpty {
+            var offset: UInt64 = 0
+            for e in parent.pagemap {
+                // A pagemap entry never crosses a mapping.
+                if kept.contains(where: { $0.start <= e.vaddr && e.vaddr < $0.end }) {
+                    for i in 0..<UInt64(e.nrPages) { parentOffsets[e.vaddr + i * 4096] = offset + i * 4096 }
+                }
+                offset += UInt64(e.nrPages) * 4096
+            }
+        }
+        let mine = try MappedFile(image.pagesPath)
+        let theirs = parent.flatMap { parentOffsets.isEmpty ? nil : try? MappedFile($0.pagesPath) }
         var segments: [PageCopier.Segment] = []
         var offset: UInt64 = 0
+        var pages: UInt64 = 0
+        var writtenInKept = Set<UInt64>()
         for e in image.pagemap {
-            let length = UInt64(e.nrPages) * 4096
-            segments.append(.init(address: e.vaddr, length: length, fileOffset: offset))
-            offset += length
+            let keptVMA = kept.first { $0.start <= e.vaddr && e.vaddr < $0.end }
+            for i in 0..<UInt64(e.nrPages) {
+                let address = e.vaddr + i * 4096
+                let fileOffset = offset + i * 4096
+                if let theirs, let other = parentOffsets.removeValue(forKey: address) {
+                    sharing.pagesCompared += 1
+                    if mine.page(at: fileOffset) == theirs.page(at: other) { sharing.pagesSkipped += 1; continue }
+                }
+                if let keptVMA { writtenInKept.insert(keptVMA.start) }
+                if let last = segments.last, last.address + last.length == address, last.fileOffset + last.length == fileOffset {
+                    segments[segments.count - 1].length += 4096
+                } else {
+                    segments.append(.init(address: address, length: 4096, fileOffset: fileOffset))
+                }
+                pages += 1
+            }
+            offset += UInt64(e.nrPages) * 4096
+        }
+        for address in parentOffsets.keys.sorted() {
+            _ = try call("madvise(MADV_DONTNEED) 0x\(String(address, radix: 16))", Syscall.madvise, address, 4096, 4)
+        }
+        let readOnlyKept = kept.filter { writtenInKept.contains($0.start) && $0.prot & UInt32(PROT_WRITE) == 0 }
+        for v in readOnlyKept {
+            _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot | UInt32(PROT_WRITE)))
         }
         try PageCopier.restore(to: process.memory, segments, from: image.pagesPath)
-        let pages = offset / 4096
-
-        // 5. Final protections and advice.
-        for v in vmas where withPages.contains(v.start) && v.prot & UInt32(PROT_WRITE) == 0 {
+        for v in readOnlyKept {
             _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
         }
-        for v in vmas where v.hasMadv {
+
+        // 5. Final protections and advice.
+        for v in vmas where withPages.contains(v.start) && v.prot & UInt32(PROT_WRITE) == 0 && !keptStarts.contains(v.start) {
+            _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
+        }
+        for v in vmas where v.hasMadv && !keptStarts.contains(v.start) {
             for advice in 0..<64 where v.madv & (1 << UInt64(advice)) != 0 {
                 let r = try process.syscall(Syscall.madvise, v.start, v.end - v.start, UInt64(advice))
                 if r < 0 { log.warn("madvise(\(advice)) on 0x\(String(v.start, radix: 16)) failed: errno \(-r)") }
             }
         }
         return pages
+    }
+}
+
+/// A read-only view of an image file, page by page.
+final class MappedFile {
+    private let base: UnsafeRawPointer?
+    private let size: Int
+
+    init(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CryoError("cannot open \(path)", errno: Errno(rawValue: errnoValue)) }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        size = Int(st.st_size)
+        if size == 0 { base = nil; return }
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw CryoError("cannot map \(path)", errno: Errno(rawValue: errnoValue))
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) } }
+
+    /// The 4 KiB page at `offset`.
+    func page(at offset: UInt64) -> UnsafeRawBufferPointer {
+        guard let base, Int(offset) + 4096 <= size else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + Int(offset), count: 4096)
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    static func == (a: UnsafeRawBufferPointer, b: UnsafeRawBufferPointer) -> Bool {
+        a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
     }
 }
