@@ -26,6 +26,9 @@ struct Dump: ParsableCommand {
     @Flag(name: [.customShort("j"), .customLong("shell-job")], help: "Allow a process that belongs to a session it does not lead.")
     var shellJob = false
 
+    @Flag(name: .customLong("file-locks"), help: "Save the file locks the processes hold (flock, POSIX, OFD).")
+    var fileLocks = false
+
     @Option(name: .customLong("ghost-limit"),
             help: ArgumentHelp("Save deleted-but-open files up to SIZE bytes (K, M, G suffixes; default 1M).", valueName: "SIZE"))
     var ghostLimit: String?
@@ -37,6 +40,7 @@ struct Dump: ParsableCommand {
             var options = DumpOptions(pid: pid, images: images)
             options.afterDump = leaveStopped ? .stop : leaveRunning ? .resume : .kill
             options.shellJob = shellJob
+            options.fileLocks = fileLocks
             if let ghostLimit {
                 guard let bytes = parseSize(ghostLimit) else { throw CryoError("--ghost-limit \(ghostLimit): not a size") }
                 options.ghostLimit = bytes

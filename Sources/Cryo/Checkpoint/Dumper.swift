@@ -10,6 +10,8 @@ public struct DumpOptions: Sendable {
     public var afterDump: RemoteProcess.Release = .kill
     /// `--shell-job`: the process may belong to a session outside the dump.
     public var shellJob = false
+    /// `--file-locks`: save file locks (without it, a process holding one is not dumped).
+    public var fileLocks = false
     /// `--ghost-limit`: the largest deleted-but-open file whose contents are saved.
     public var ghostLimit = GhostFileResource.defaultLimit
 
@@ -115,6 +117,7 @@ public enum Dumper {
         let images = options.images
         let members = Set(tree.map(\.pid))
         var files = FileTable()
+        var locks: [FileLockEntry] = []
         files.ghostLimit = options.ghostLimit
         var pstree: [PstreeEntry] = []
         var rootIDs = TaskKobjIdsEntry()
@@ -137,6 +140,11 @@ public enum Dumper {
                     throw CryoError("process \(m.pid) is in session \(entry.sid), group \(entry.pgid), led by a process outside the dump: it was started from a shell job. Start the tree with setsid, or use --shell-job")
                 }
                 try ProcessDump.write(process, ids: ids, images: images, files: &files, stats: &stats, log: log)
+                let held = try FileLockResource.dump(pid: m.pid, fds: (files.descriptors[m.pid] ?? []).map { Int32($0.fd) }, proc: process.proc)
+                if !held.isEmpty && !options.fileLocks {
+                    throw CryoError("process \(m.pid) holds file locks (fd \(held[0].fd) first); dump with --file-locks to save them")
+                }
+                locks += held
             } else {
                 // A zombie: only its exit status is left, and its parent will reap it.
                 let parent = tree.first { $0.pid == m.ppid }
@@ -163,6 +171,7 @@ public enum Dumper {
         }
         try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
         try GhostFileResource.write(files.ghosts, to: images)
+        if !locks.isEmpty { try images.write("file-locks.img", magic: .fileLocks, locks) }
         try images.write("files.img", magic: .files, files.files)
         if let queues = try files.socketQueuesImage() { try images.writeFile("sk-queues.img", queues) }
         if !files.pipeIDs.isEmpty { try images.writeFile("pipes-data.img", try files.pipesDataImage()) }

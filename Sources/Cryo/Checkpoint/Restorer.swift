@@ -156,6 +156,7 @@ final class TreeBuilder {
         if image.isZombie { return }
 
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
+        try FileLockResource.restore(tree.locks, process)
         let parent = tree.process(pid_t(image.pstree.ppid)).flatMap { $0.isZombie ? nil : $0 }
         pagesRestored += try MemoryRestore.restore(process, image, parent: image.pid == tree.root.pid ? nil : parent, files: tree.files,
                                                    shared: shared, sharing: &sharing, openRemote: openRemote, log: log)

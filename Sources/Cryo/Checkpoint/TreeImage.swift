@@ -94,6 +94,8 @@ struct TreeImage {
     /// Processes in pstree order: every parent before its children.
     var processes: [ProcessImage]
     var files: [UInt32: FileEntry]
+    /// File locks to take again.
+    var locks: [FileLockEntry] = []
     /// Deleted files recreated for the restore; removed when it ends.
     let ghosts: GhostFiles
 
@@ -125,7 +127,8 @@ struct TreeImage {
         var files: [UInt32: FileEntry] = [:]
         for f in fileList { files[f.id] = f }
         let ghosts = try GhostFiles(images, files: &files)
-        let image = TreeImage(processes: processes, files: files, ghosts: ghosts)
+        var image = TreeImage(processes: processes, files: files, ghosts: ghosts)
+        if images.contains("file-locks.img") { image.locks = try images.read("file-locks.img", magic: .fileLocks) }
         for p in processes {
             try p.verify()
             for id in p.fileIDs.sorted() {
