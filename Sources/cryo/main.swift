@@ -1,10 +1,12 @@
 import ArgumentParser
+import Foundation
 import Cryo
 import Glibc
 
 struct CryoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cryo",
+        // Installed as `criu`, it answers to that name (the same commands and options).
+        commandName: CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent == "criu" ? "criu" : "cryo" } ?? "cryo",
         abstract: "Checkpoint a running process to disk and restore it later.",
         discussion: """
         Cryo speaks CRIU's language: its commands, options and image format. Images can be read \
