@@ -98,9 +98,11 @@ BIG_SUBJECT = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+unsigned char *volatile keep;   /* the buffer escapes, so its stores are not optimized away */
 int main(int argc, char **argv) {
     size_t size = (size_t)atol(argv[2]) << 20;
     unsigned char *p = malloc(size);
+    keep = p;
     unsigned long x = 88172645463325252UL;
     for (size_t i = 0; i < size; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(p + i, &x, 8); }
     memcpy(p + size - 4096 - 7, "NEEDLE-IN-A-GIGABYTE", 20);
