@@ -149,6 +149,7 @@ class Started:
 
     def __init__(self):
         self.procs: list[subprocess.Popen] = []
+        self.pids: list[int] = []   # grandchildren (reaped here if we are their subreaper)
 
     def start(self, argv, out: Path) -> subprocess.Popen:
         with open(out, "w") as f:
@@ -157,7 +158,23 @@ class Started:
         self.procs.append(p)
         return p
 
+    def reap(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            except ChildProcessError:
+                return  # not our child: its parent or init reaps it
+            time.sleep(0.01)
+
     def cleanup(self):
+        for pid in self.pids:
+            self.reap(pid)
         for p in self.procs:
             try:
                 os.kill(p.pid, signal.SIGKILL)
@@ -365,6 +382,51 @@ def test_coredump_for_gdb(dumped, tmp_path):
     assert values["8"].endswith('"CRYO-SECRET-7f3a9c', ) or '"CRYO-SECRET-7f3a9c' in values["8"]
     assert values["9"] == "22"
     assert "warning: Unexpected size of section" not in r.stderr.decode()
+
+
+TREE_SUBJECT = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    pid_t sleeper = fork();
+    if (sleeper == 0) { for (;;) pause(); }
+    pid_t quitter = fork();
+    if (quitter == 0) _exit(7);            /* stays a zombie: nobody reaps it */
+    usleep(100000);
+    FILE *f = fopen(argv[1], "w"); fprintf(f, "%d %d %d\n", getpid(), sleeper, quitter); fclose(f);
+    for (;;) pause();
+}
+"""
+
+
+def test_process_tree(env, tmp_path):
+    src = tmp_path / "tree.c"
+    src.write_text(TREE_SUBJECT)
+    binary = tmp_path / "tree"
+    run("cc", "-O0", "-o", binary, src)
+    ready = tmp_path / "ready"
+    p = env.start([binary, ready], tmp_path / "tree.out")
+    wait_for(ready)
+    parent, sleeper, quitter = map(int, ready.read_text().split())
+    env.pids += [sleeper, quitter]
+    images = tmp_path / "images"
+    images.mkdir()
+    r = cryo("dump", "-t", parent, "-D", images, "-o", "dump.log", check=False)
+    if r.returncode != 0:
+        pytest.skip("this cryo cannot dump the tree: " + r.stderr.decode().strip())
+    p.wait(timeout=10)
+    for pid in (sleeper, quitter):
+        env.reap(pid)
+    assert cryo("x", images, "ps").stdout == run(CRIT, "x", images, "ps").stdout
+    summary = json.loads(cryo("inspect", images, "--json").stdout)
+    states = {q["pid"]: (q["state"], q["depth"]) for q in summary["processes"]}
+    assert states == {parent: ("alive", 0), sleeper: ("alive", 1), quitter: ("zombie", 1)}
+    out = cryo("coredump", "-D", images, "-o", tmp_path / "cores").stdout.decode()
+    assert f"{quitter}: zombie, no core" in out
+    assert (tmp_path / "cores" / f"core.{parent}").is_file() and (tmp_path / "cores" / f"core.{sleeper}").is_file()
+    text = cryo("x", images, "mems").stdout.decode()
+    assert f"{quitter}\n\t(zombie)" in text
 
 
 # ---------------------------------------------------------------------------------------------
