@@ -157,8 +157,8 @@ final class TreeBuilder {
 
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
         try FileLockResource.restore(tree.locks, process)
-        let parent = tree.process(pid_t(image.pstree.ppid)).flatMap { $0.isZombie ? nil : $0 }
-        pagesRestored += try MemoryRestore.restore(process, image, parent: image.pid == tree.root.pid ? nil : parent, files: tree.files,
+        let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
+        pagesRestored += try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,
                                                    shared: shared, sharing: &sharing, openRemote: openRemote, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
@@ -177,6 +177,17 @@ final class TreeBuilder {
         try withUnsafeBytes(of: &map) { try process.memory.write(scratch, $0) }
         _ = try call("prctl(PR_SET_MM, PR_SET_MM_MAP)", Syscall.prctl, 35, 14, scratch, UInt64(MemoryLayout<cl_prctl_mm_map>.size), 0)
         if exeFD != UInt64(UInt32.max) { _ = try call("close", Syscall.close, exeFD) }
+
+        // What children inherit, set before they are forked; a child only changes what differs
+        // from its parent (most often nothing: that is what makes trees fast to restore).
+        let parent = pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
+        if let cwd = tree.files[image.fs.cwdID]?.reg.name, cwd != parent.flatMap({ tree.files[$0.fs.cwdID]?.reg.name }) {
+            try process.memory.write(Array(cwd.utf8) + [0], at: scratch)
+            _ = try call("chdir \(cwd)", 80, scratch)
+        }
+        if image.fs.umask != parent?.fs.umask { _ = try call("umask", Syscall.umask, UInt64(image.fs.umask)) }
+        if tc.personality != parent?.leader.tc.personality { _ = try call("personality", Syscall.personality, UInt64(tc.personality)) }
+        try SignalsResource.restoreActions(tc.sigactions, process, inherited: parent?.leader.tc.sigactions)
 
         // Children: forked from this process now, so they inherit its files.
         for child in tree.children(of: pid) {
@@ -199,13 +210,6 @@ final class TreeBuilder {
             try process.memory.write(Array(root.utf8) + [0], at: scratch)
             _ = try call("chroot \(root)", Syscall.chroot, scratch)
         }
-        if let cwd = tree.files[image.fs.cwdID]?.reg.name {
-            try process.memory.write(Array(cwd.utf8) + [0], at: scratch)
-            _ = try call("chdir \(cwd)", 80, scratch)
-        }
-        _ = try call("umask", Syscall.umask, UInt64(image.fs.umask))
-        _ = try call("personality", Syscall.personality, UInt64(tc.personality))
-        try SignalsResource.restoreActions(tc.sigactions, process)
         try TimersResource.restore(tc.timers, process)
         try LimitsResource.restore(tc.rlimits, process, log: log)
         if tc.childSubreaper { _ = try call("prctl(PR_SET_CHILD_SUBREAPER)", Syscall.prctl, 36, 1) }

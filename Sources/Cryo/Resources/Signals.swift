@@ -25,11 +25,14 @@ enum SignalsResource {
         return result
     }
 
-    static func restoreActions(_ actions: [SaEntry], _ process: RemoteProcess) throws {
+    /// Sets the dispositions; with `inherited` (the parent's, which a forked child already
+    /// has), only those that differ.
+    static func restoreActions(_ actions: [SaEntry], _ process: RemoteProcess, inherited: [SaEntry]? = nil) throws {
         let area = process.scratch!.address
         for (index, action) in actions.enumerated() {
             let signal = index + 1
             if signal == SIGKILL || signal == SIGSTOP { continue }
+            if let inherited, index < inherited.count, inherited[index] == action { continue }
             try process.memory.write([action.sigaction, action.flags, action.restorer, action.mask], at: area)
             try process.checkedSyscall("rt_sigaction(\(signal))", Syscall.rt_sigaction, UInt64(signal), area, 0, 8)
         }
