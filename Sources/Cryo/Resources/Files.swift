@@ -188,7 +188,10 @@ struct FileTable {
             if isPipe && Int32(bitPattern: openFlags) & O_ACCMODE != O_WRONLY {
                 pipeReaders[UInt32(truncatingIfNeeded: st.st_ino)] = pipeReaders[UInt32(truncatingIfNeeded: st.st_ino)] ?? (pid, fd)
             }
-            seenByInode[inode, default: []].append((pid, fd, entry.id))
+            // One representative per description is enough to compare with.
+            if !(seenByInode[inode]?.contains { $0.id == entry.id } ?? false) {
+                seenByInode[inode, default: []].append((pid, fd, entry.id))
+            }
             list.append(entry)
         }
         descriptors[pid] = list

@@ -178,7 +178,9 @@ enum PageCopier {
     private static func parallel(_ chunks: [Segment], _ body: @escaping @Sendable (Segment, UnsafeMutableRawBufferPointer) throws -> Void) throws {
         let next = ManagedAtomicCounter()
         let failure = FirstError()
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        // Small jobs (most processes of a tree) are not worth waking other threads for.
+        let threads = chunks.count > 2 ? workers : 1
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunkSize), alignment: 4096)
             defer { buffer.deallocate() }
             while !failure.isSet {
