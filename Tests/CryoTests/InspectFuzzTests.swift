@@ -69,7 +69,7 @@ final class InspectFuzzTests: XCTestCase {
         var r = Random(state: 0x5eed)
         var decoded = 0, refused = 0
         for (name, original) in inputs {
-            for _ in 0..<400 {
+            for _ in 0..<300 {
                 let data = Self.mutate(original, &r)
                 for (pretty, nopl) in [(false, false), (true, false), (true, true)] {
                     do {

@@ -31,8 +31,10 @@ GDB = "/usr/bin/gdb"
 # Fields Cryo writes that crit 3.17 does not know (it drops them): they are the only
 # difference allowed between `cryo decode` and `crit decode`.
 NEWER_THAN_CRIT = {"no_new_privs", "cap_amb"}
-# Every image kind a Cryo dump writes (besides the raw pages-*.img).
-KINDS = {"INVENTORY", "PSTREE", "CORE", "MM", "PAGEMAP", "IDS", "FS", "FILES", "FDINFO", "STATS"}
+# Every image kind a Cryo dump writes (besides the raw pages-*.img): the first subject's dump
+# has the basic ones, the second's (pipes, sockets, a deleted file, a lock, shared memory) the rest.
+KINDS = {"INVENTORY", "PSTREE", "CORE", "MM", "PAGEMAP", "IDS", "FS", "FILES", "FDINFO", "STATS",
+         "PIPES_DATA", "SK_QUEUES", "GHOST_FILE", "REMAP_FPATH", "FILE_LOCKS"}
 
 SUBJECT = r"""
 #include <fcntl.h>
@@ -90,6 +92,33 @@ int main(int argc, char **argv) {
     pthread_create(&t2, NULL, spinner, NULL);
     a(1);
     return 0;
+}
+"""
+
+KINDS_SUBJECT = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int p[2]; if (pipe(p) || write(p[1], "pipe-data", 9) != 9) return 1;
+    int s[2]; if (socketpair(AF_UNIX, SOCK_STREAM, 0, s) || write(s[0], "sock-data", 9) != 9) return 1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ghost", argv[2]);
+    int g = open(path, O_RDWR | O_CREAT, 0600);
+    if (write(g, "ghost-data", 10) != 10) return 1;
+    unlink(path);
+    snprintf(path, sizeof path, "%s/locked", argv[2]);
+    int l = open(path, O_RDWR | O_CREAT, 0600);
+    if (flock(l, LOCK_EX)) return 1;
+    char *shared = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    strcpy(shared + 4096, "SHARED-ANON-SECRET");
+    FILE *f = fopen(argv[1], "w"); fprintf(f, "%d\n", getpid()); fclose(f);
+    for (;;) pause();
 }
 """
 
@@ -219,6 +248,24 @@ def dumped(env, tmp_path_factory):
     return images, p.pid, binary, work
 
 
+@pytest.fixture(scope="module")
+def kinds_dumped(env, tmp_path_factory):
+    """A subject with a pipe and a socket holding data, a deleted file, a lock and shared memory."""
+    work = tmp_path_factory.mktemp("kinds")
+    src = work / "kinds.c"
+    src.write_text(KINDS_SUBJECT)
+    binary = work / "kinds"
+    run("cc", "-O0", "-o", binary, src)
+    ready = work / "ready"
+    p = env.start([binary, ready, work], work / "kinds.out")
+    wait_for(ready)
+    images = work / "images"
+    images.mkdir()
+    cryo("dump", "-t", p.pid, "-D", images, "-o", "dump.log", "--file-locks")
+    p.wait(timeout=10)
+    return images, p.pid, binary, work
+
+
 def image_files(images: Path) -> list[Path]:
     return sorted(f for f in images.glob("*.img") if not f.name.startswith("pages-"))
 
@@ -236,11 +283,10 @@ def strip_newer(value):
 
 
 @pytest.mark.parametrize("pretty", [False, True])
-def test_decode_agrees_with_crit_on_every_kind(dumped, pretty):
-    images, _, _, _ = dumped
+def test_decode_agrees_with_crit_on_every_kind(dumped, kinds_dumped, pretty):
     flag = ["--pretty"] if pretty else []
     seen = set()
-    for f in image_files(images):
+    for f in image_files(dumped[0]) + image_files(kinds_dumped[0]):
         ours = cryo("decode", "-i", f, *flag).stdout.decode()
         theirs = run(CRIT, "decode", "-i", f, *flag).stdout.decode()
         mine, crits = json.loads(ours), json.loads(theirs)
@@ -248,6 +294,8 @@ def test_decode_agrees_with_crit_on_every_kind(dumped, pretty):
         assert strip_newer(mine) == crits, f.name
         if strip_newer(mine) == mine:
             assert ours == theirs, f"{f.name}: same JSON, different text"
+        nopl = cryo("show", "--nopl", f).stdout.decode()
+        assert strip_newer(json.loads(nopl)) == json.loads(run(CRIT, "show", "--nopl", f).stdout), f.name
     assert KINDS <= seen, f"image kinds not covered: {KINDS - seen}"
 
 
@@ -261,9 +309,8 @@ def test_show_is_crit_show(dumped):
     assert "PROT_READ" in mm["entries"][0]["vmas"][0]["prot"]
 
 
-def test_encode_gives_back_the_same_bytes(dumped, tmp_path):
-    images, _, _, _ = dumped
-    for f in image_files(images):
+def test_encode_gives_back_the_same_bytes(dumped, kinds_dumped, tmp_path):
+    for f in image_files(dumped[0]) + image_files(kinds_dumped[0]):
         original = f.read_bytes()
         for flag in ([], ["--pretty"]):
             js = tmp_path / "x.json"
@@ -298,10 +345,26 @@ def test_raw_pages_are_refused_clearly(dumped):
 
 
 @pytest.mark.parametrize("topic", ["ps", "fds", "mems", "rss"])
-def test_explore_matches_crit_x(dumped, topic):
-    images, _, _, _ = dumped
-    ours = cryo("x", images, topic).stdout.decode()
-    assert ours == run(CRIT, "x", images, topic).stdout.decode()
+def test_explore_matches_crit_x(dumped, kinds_dumped, topic):
+    for images in (dumped[0], kinds_dumped[0]):
+        ours = cryo("x", images, topic).stdout.decode()
+        assert ours == run(CRIT, "x", images, topic).stdout.decode()
+
+
+def test_inspect_and_memparse_other_kinds(kinds_dumped, tmp_path):
+    images, pid, _, work = kinds_dumped
+    text = cryo("inspect", images).stdout.decode()
+    assert re.search(r"PIPE\s+pipe\[\d+\], 9 bytes queued", text), text
+    assert re.search(r"UNIXSK\s+unix\[\d+ \(\d+\)\], 9 bytes queued", text), text
+    assert f"{work / 'ghost'} (deleted; contents in the images)" in text
+    summary = json.loads(cryo("inspect", images, "--json").stdout)
+    assert [(l["kind"], l["type"]) for l in summary["locks"]] == [("flock", "write")]
+    assert len(summary["sockets"]) == 2
+    out = cryo("memparse", images, "--search", "SHARED-ANON-SECRET").stdout.decode()
+    assert "1 match of" in out and "[shared-anon" in out and "rw-s" in out, out
+    cores = tmp_path / "cores"
+    cryo("coredump", "-D", images, "-o", cores)
+    assert b"SHARED-ANON-SECRET" in (cores / f"core.{pid}").read_bytes()
 
 
 def test_inspect_summary(dumped):

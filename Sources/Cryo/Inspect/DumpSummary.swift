@@ -66,6 +66,8 @@ public struct DumpSummary {
     public let processes: [Process]
     /// Sockets: pid, fd, description.
     public let sockets: [(pid: UInt32, fd: UInt32, type: String, description: String)]
+    /// File locks (`file-locks.img`): pid, fd, kind (posix, flock, ofd, lease), type, range.
+    public let locks: [(pid: Int32, fd: Int32, kind: String, type: String, start: Int64, length: Int64)]
     /// `stats-dump.img` and `stats-restore.img` as crit prints them.
     public let dumpStats: DumpStatsEntry?
     public let restoreStats: RestoreStatsEntry?
@@ -106,6 +108,35 @@ public struct DumpSummary {
             inventory = nil
         }
 
+        // What other images add about files: deleted files, queued pipe and socket data, locks.
+        var remaps: [UInt32: RemapFilePathEntry] = [:]
+        if dump.contains("remap-fpath.img") {
+            for r in try ImageReader.entries(dump.path("remap-fpath.img"), magic: .remapFpath, as: RemapFilePathEntry.self) { remaps[r.origID] = r }
+        }
+        func queued(_ name: String, id: String, length: String) throws -> [UInt32: UInt64] {
+            guard dump.contains(name) else { return [:] }
+            let path = dump.path(name)
+            var out: [UInt32: UInt64] = [:]
+            for e in try ImageJSON.decode(try ImageReader.bytes(path), file: path, noPayload: true).objectValue?["entries"]?.arrayValue ?? [] {
+                guard let o = e.objectValue, case .number(let i)? = o[id], case .number(let n)? = o[length],
+                      let key = UInt32(i), let bytes = UInt64(n) else { continue }
+                out[key, default: 0] += bytes
+            }
+            return out
+        }
+        let pipeData = try queued("pipes-data.img", id: "pipe_id", length: "bytes")
+        let socketData = try queued("sk-queues.img", id: "id_for", length: "length")
+        func plural(_ n: UInt64) -> String { "\(n) byte\(n == 1 ? "" : "s") queued" }
+        var locks: [(Int32, Int32, String, String, Int64, Int64)] = []
+        if dump.contains("file-locks.img") {
+            for l in try ImageReader.entries(dump.path("file-locks.img"), magic: .fileLocks, as: FileLockEntry.self) {
+                let kind = l.flag & 1 != 0 ? "posix" : l.flag & 2 != 0 ? "flock" : l.flag & 0x400 != 0 ? "ofd" : l.flag & 4 != 0 ? "lease" : "flag \(l.flag)"
+                let type = [0: "read", 1: "write", 2: "unlock"][l.type] ?? "type \(l.type)"
+                locks.append((l.pid, l.fd, kind, type, l.start, l.len))
+            }
+        }
+        self.locks = locks
+
         var processes: [Process] = []
         var sockets: [(UInt32, UInt32, String, String)] = []
         let typeNames = CriuSchema.shared.enums["fd_types"]?.names ?? [:]
@@ -119,7 +150,7 @@ public struct DumpSummary {
                 let memory = try ProcessMemory(dump, p)
                 mapped = memory.vmas.reduce(0) { $0 &+ ($1.end &- $1.start) }
                 dumped = memory.dumpedBytes
-                if memory.runs.contains(where: { $0.fileOffset == nil }) { lazy = true }
+                if memory.hasMissingPages { lazy = true }
                 if mm.mmArgEnd > mm.mmArgStart, mm.mmArgEnd - mm.mmArgStart < 1 << 20,
                    let raw = try? memory.read(mm.mmArgStart, count: Int(mm.mmArgEnd - mm.mmArgStart)) {
                     arguments = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
@@ -129,8 +160,15 @@ public struct DumpSummary {
             var files: [File] = []
             for fd in p.fds {
                 let type = typeNames[Int32(fd.type.rawValue)] ?? "\(fd.type.rawValue)"
-                let target = dump.describeFile(id: fd.id, type: fd.type)
+                var target = dump.describeFile(id: fd.id, type: fd.type)
                 let entry = dump.files[fd.id]
+                if let remap = remaps[fd.id] {
+                    target += remap.remapType == .linked ? " (deleted; linked)" : " (deleted; contents in the images)"
+                }
+                if fd.type == .pipe || fd.type == .fifo, let entry, let n = pipeData[entry.hasPipe ? entry.pipe.pipeID : entry.fifo.pipeID] {
+                    target += ", " + plural(n)
+                }
+                if let n = socketData[fd.id] { target += ", " + plural(n) }
                 var mode = "", position: UInt64?
                 if let entry, entry.hasReg {
                     mode = Self.openMode(entry.reg.flags)
@@ -228,6 +266,12 @@ public struct DumpSummary {
             for s in sockets { t.add(["\(s.pid)", "\(s.fd)", s.type, s.description]) }
             out += t.render(indent: "  ")
         }
+        if !locks.isEmpty {
+            out += "\nLocks (\(locks.count))\n"
+            var t = TextTable(["PID", "FD", "KIND", "TYPE", "RANGE"], right: [0, 1])
+            for l in locks { t.add(["\(l.pid)", "\(l.fd)", l.kind, l.type, l.length == 0 ? "\(l.start)-EOF" : "\(l.start)+\(l.length)"]) }
+            out += t.render(indent: "  ")
+        }
         out += "\nStatistics\n"
         if let d = dumpStats {
             out += "  dump     freezing \(Self.ms(d.freezingTime)) · frozen \(Self.ms(d.frozenTime)) · memory dump \(Self.ms(d.memdumpTime)) · memory write \(Self.ms(d.memwriteTime))\n"
@@ -319,6 +363,12 @@ public struct DumpSummary {
         o["sockets"] = .array(sockets.map { s in
             var j = JSONObject()
             j["pid"] = .int(s.pid); j["fd"] = .int(s.fd); j["type"] = .string(s.type); j["description"] = .string(s.description)
+            return .object(j)
+        })
+        o["locks"] = .array(locks.map { l in
+            var j = JSONObject()
+            j["pid"] = .int(l.pid); j["fd"] = .int(l.fd); j["kind"] = .string(l.kind); j["type"] = .string(l.type)
+            j["start"] = .int(l.start); j["length"] = .int(l.length)
             return .object(j)
         })
         var stats = JSONObject()

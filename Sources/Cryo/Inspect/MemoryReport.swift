@@ -42,18 +42,8 @@ public struct MemoryReport: Sendable {
         self.command = command
         var mappings: [Mapping] = []
         var anonymous: UInt64 = 0, fileBacked: UInt64 = 0, shared: UInt64 = 0
-        var r = 0
-        let runs = memory.runs
         for vma in memory.vmas {
-            var dumped: UInt64 = 0
-            while r < runs.count, runs[r].end <= vma.start { r += 1 }
-            var i = r
-            while i < runs.count, runs[i].start < vma.end {
-                if runs[i].fileOffset != nil {
-                    dumped &+= min(runs[i].end, vma.end) &- max(runs[i].start, vma.start)
-                }
-                i += 1
-            }
+            let dumped = memory.dumped(in: vma)
             let size = vma.end &- vma.start
             if vma.status & VMAStatus.anonPrivate != 0 { anonymous &+= size }
             if vma.status & (VMAStatus.filePrivate | VMAStatus.fileShared) != 0 { fileBacked &+= size }

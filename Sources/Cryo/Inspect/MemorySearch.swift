@@ -77,7 +77,7 @@ public final class MemorySearch {
             var offset: UInt64 = 0 // within the segment
             while offset < segment.length {
                 let n = Int(min(UInt64(step + overlap), segment.length - offset))
-                try memory.readPages(buffer.baseAddress!, offset: segment.fileOffset + offset, count: n)
+                try segment.file.read(buffer.baseAddress!, offset: segment.fileOffset + offset, count: n)
                 let last = offset + UInt64(n) >= segment.length
                 // Report only matches that start in this step; later ones come with the next.
                 let limitStart = last ? n : step

@@ -30,10 +30,58 @@ public enum VMAStatus {
     public static let aioring: UInt32 = 1 << 13
 }
 
+/// A raw pages image (`pages-N.img`) opened for reading, with the pagemap that describes it.
+public final class PagesFile {
+    /// The pages file.
+    public let path: String
+    /// The pagemap image that names it (for error messages).
+    public let pagemapPath: String
+    /// Its size.
+    public let size: UInt64
+    private let fd: Int32
+
+    init(path: String, pagemapPath: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ImageFormatError(.inconsistent, file: path, offset: nil,
+                                   "cannot open the pages named by \(pagemapPath): \(String(cString: strerror(errno)))")
+        }
+        var st = stat()
+        fstat(fd, &st)
+        self.fd = fd
+        self.path = path
+        self.pagemapPath = pagemapPath
+        size = UInt64(st.st_size)
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+    }
+
+    deinit { close(fd) }
+
+    /// Reads `count` bytes at `offset` into `buffer`; a file shorter than its pagemap says is
+    /// reported as truncated.
+    public func read(_ buffer: UnsafeMutableRawPointer, offset: UInt64, count: Int) throws {
+        guard offset <= size, UInt64(count) <= size - offset else {
+            throw ImageFormatError(.truncated, file: path, offset: Int(clamping: size),
+                                   "\(pagemapPath) describes pages up to byte \(offset &+ UInt64(count)), the file has \(size)")
+        }
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw ImageFormatError(.io, file: path, offset: Int(offset) + done,
+                                       n == 0 ? "unexpected end of file" : "cannot read: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+}
+
 /// The memory of one dumped process, read from its images: `mm-PID.img` (the mappings),
 /// `pagemap-PID.img` (which pages were dumped) and `pages-N.img` (their contents, in pagemap
-/// order). A page that was not dumped reads as the mapped file's content (file mappings whose
-/// file still exists) or as zeros (never touched).
+/// order); shared anonymous memory from `pagemap-shmem-SHMID.img` and its pages file (entries
+/// there address the object by offset). A page that was not dumped reads as the mapped file's
+/// content (file mappings whose file still exists) or as zeros (never touched).
 ///
 /// Nothing is loaded up front: pages are read with `pread` when asked for, so a 1 GiB image
 /// costs no memory until it is read.
@@ -45,7 +93,7 @@ public final class ProcessMemory {
 
     /// A run of dumped pages.
     public struct Run: Sendable {
-        /// The first address.
+        /// The first address (for shared memory: the offset in the object).
         public let start: UInt64
         /// The number of pages.
         public let pages: UInt64
@@ -56,9 +104,21 @@ public final class ProcessMemory {
         public var end: UInt64 { start &+ pages &* ProcessMemory.pageSize }
     }
 
+    /// A stretch of dumped memory, contiguous in the address space and in its pages file.
+    public struct Segment {
+        /// Its first address.
+        public let address: UInt64
+        /// Its length.
+        public var length: UInt64
+        /// The pages file holding it.
+        public let file: PagesFile
+        /// Where in that file.
+        public let fileOffset: UInt64
+    }
+
     /// Where the bytes of an address come from.
     public enum Source: Equatable, Sendable {
-        /// Dumped: in the pages file.
+        /// Dumped: in a pages file.
         case dumped
         /// Not dumped; the mapped file holds them (the path).
         case file(String)
@@ -74,15 +134,15 @@ public final class ProcessMemory {
     public let pid: UInt32
     /// The mappings, by start address.
     public let vmas: [VmaEntry]
-    /// The dumped runs, by address.
+    /// The dumped runs of private memory, by address.
     public let runs: [Run]
-    /// The pages file (`pages-N.img`), if there is a pagemap.
-    public let pagesPath: String?
+    /// The pages file of private memory, if there is a pagemap.
+    public let pages: PagesFile?
     /// The pagemap file.
     public let pagemapPath: String
-    /// The size of the pages file.
-    public let pagesFileSize: UInt64
-    private let pagesFD: Int32
+    /// Shared anonymous objects mapped by the process, by shmid: their runs (by offset in
+    /// the object) and pages file.
+    public let sharedObjects: [UInt64: (runs: [Run], pages: PagesFile)]
     private let runStarts: [UInt64]
     private let vmaStarts: [UInt64]
     private let files: [UInt32: FileEntry]
@@ -99,60 +159,69 @@ public final class ProcessMemory {
         vmas = (process.mm?.vmas ?? []).sorted { $0.start < $1.start }
         files = dump.files
         pagemapPath = dump.path("pagemap-\(process.pid).img")
-        var runs: [Run] = []
         if let pagemap = process.pagemap {
-            let path = dump.path("pages-\(pagemap.head.pagesID).img")
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                throw ImageFormatError(.inconsistent, file: path, offset: nil,
-                                       "cannot open the pages named by \(pagemapPath): \(String(cString: strerror(errno)))")
-            }
-            var st = stat()
-            fstat(fd, &st)
-            pagesPath = path
-            pagesFD = fd
-            pagesFileSize = UInt64(st.st_size)
-            // CRIU: PE_PARENT 1 (pages in the parent image), PE_LAZY 2 (may be restored lazily),
-            // PE_PRESENT 4 (in this pages file); without flags, in_parent means PE_PARENT and
-            // otherwise PE_PRESENT. Some Cryo dumps mark their pages PE_LAZY alone although
-            // they are in the file: when the file holds more than the PE_PRESENT entries
-            // account for, the lazy ones are in it too (a lazy CRIU dump leaves it empty). A
-            // pages file shorter than that is then reported when read, not taken as "no pages".
-            let flags = pagemap.entries.map { e -> UInt32 in e.hasFlags ? e.flags : (e.inParent ? 1 : 4) }
-            func bytes(_ included: (UInt32) -> Bool) -> UInt64 {
-                zip(pagemap.entries, flags).reduce(0) { included($1.1) ? $0 &+ UInt64($1.0.nrPages) &* Self.pageSize : $0 }
-            }
-            let strict = bytes { $0 & 4 != 0 }
-            let lazyInFile = pagesFileSize > strict
-            var offset: UInt64 = 0
-            for (e, f) in zip(pagemap.entries, flags) {
-                guard e.vaddr % Self.pageSize == 0, e.vaddr < Self.userSpaceEnd,
-                      UInt64(e.nrPages) <= (Self.userSpaceEnd - e.vaddr) / Self.pageSize else {
-                    throw ImageFormatError(.corrupt, file: pagemapPath, offset: nil,
-                                           "entry \(hexString(e.vaddr, prefix: true)) + \(e.nrPages) pages is not a valid user-space range")
-                }
-                let present = f & 4 != 0 || (lazyInFile && f & 1 == 0 && f & 2 != 0)
-                runs.append(Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil))
-                if present { offset = offset &+ UInt64(e.nrPages) &* Self.pageSize }
-            }
-            posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+            let file = try PagesFile(path: dump.path("pages-\(pagemap.head.pagesID).img"), pagemapPath: pagemapPath)
+            pages = file
+            runs = try Self.runs(pagemap.entries, file, pagemapPath)
         } else {
-            pagesPath = nil
-            pagesFD = -1
-            pagesFileSize = 0
+            pages = nil
+            runs = []
         }
-        self.runs = runs.sorted { $0.start < $1.start }
-        runStarts = self.runs.map(\.start)
+        var shared: [UInt64: (runs: [Run], pages: PagesFile)] = [:]
+        for v in vmas where v.status & VMAStatus.anonShared != 0 && shared[v.shmid] == nil {
+            let name = "pagemap-shmem-\(v.shmid).img"
+            guard dump.contains(name) else { continue }
+            let pagemap = try ImageReader.pagemap(dump.path(name))
+            let file = try PagesFile(path: dump.path("pages-\(pagemap.head.pagesID).img"), pagemapPath: dump.path(name))
+            shared[v.shmid] = (try Self.runs(pagemap.entries, file, dump.path(name)), file)
+        }
+        sharedObjects = shared
+        runStarts = runs.map(\.start)
         vmaStarts = vmas.map(\.start)
     }
 
+    /// The runs of a pagemap, sorted, with their offsets in `file`.
+    ///
+    /// CRIU: PE_PARENT 1 (pages in the parent image), PE_LAZY 2 (may be restored lazily),
+    /// PE_PRESENT 4 (in this pages file); without flags, in_parent means PE_PARENT and
+    /// otherwise PE_PRESENT. Some Cryo dumps mark their pages PE_LAZY alone although they are
+    /// in the file: when the file holds more than the PE_PRESENT entries account for, the lazy
+    /// ones are in it too (a lazy CRIU dump leaves it empty). A pages file shorter than that is
+    /// then reported when read, not taken as "no pages".
+    private static func runs(_ entries: [PagemapEntry], _ file: PagesFile, _ pagemapPath: String) throws -> [Run] {
+        let flags = entries.map { e -> UInt32 in e.hasFlags ? e.flags : (e.inParent ? 1 : 4) }
+        let strict = zip(entries, flags).reduce(UInt64(0)) { $1.1 & 4 != 0 ? $0 &+ UInt64($1.0.nrPages) &* pageSize : $0 }
+        let lazyInFile = file.size > strict
+        var runs: [Run] = []
+        var offset: UInt64 = 0
+        for (e, f) in zip(entries, flags) {
+            guard e.vaddr % pageSize == 0, e.vaddr < userSpaceEnd, UInt64(e.nrPages) <= (userSpaceEnd - e.vaddr) / pageSize else {
+                throw ImageFormatError(.corrupt, file: pagemapPath, offset: nil,
+                                       "entry \(hexString(e.vaddr, prefix: true)) + \(e.nrPages) pages is not a valid user-space range")
+            }
+            let present = f & 4 != 0 || (lazyInFile && f & 1 == 0 && f & 2 != 0)
+            runs.append(Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil))
+            if present { offset = offset &+ UInt64(e.nrPages) &* pageSize }
+        }
+        return runs.sorted { $0.start < $1.start }
+    }
+
     deinit {
-        if pagesFD >= 0 { close(pagesFD) }
         for fd in mappedFiles.values where fd >= 0 { close(fd) }
     }
 
-    /// The bytes the pagemap says the pages file holds.
-    public var dumpedBytes: UInt64 { runs.reduce(0) { $0 &+ ($1.fileOffset == nil ? 0 : $1.pages &* Self.pageSize) } }
+    /// The bytes of the process's mappings that the images hold.
+    public var dumpedBytes: UInt64 { vmas.reduce(0) { $0 &+ dumped(in: $1) } }
+
+    /// The bytes of `vma` that the images hold.
+    public func dumped(in vma: VmaEntry) -> UInt64 {
+        dumpedRanges(vma).reduce(0) { $0 &+ ($1.end - $1.start) }
+    }
+
+    /// Whether some of the memory is in a parent image or served lazily (not in these files).
+    public var hasMissingPages: Bool {
+        runs.contains { $0.fileOffset == nil } || sharedObjects.values.contains { $0.runs.contains { $0.fileOffset == nil } }
+    }
 
     /// The mapping that contains `address`.
     public func vma(containing address: UInt64) -> VmaEntry? {
@@ -165,7 +234,7 @@ public final class ProcessMemory {
     }
 
     /// The index in `runs` of the run that contains `address`.
-    func runIndex(containing address: UInt64) -> Int? {
+    static func runIndex(_ runs: [Run], containing address: UInt64) -> Int? {
         var lo = 0, hi = runs.count
         while lo < hi {
             let mid = (lo + hi) / 2
@@ -175,7 +244,7 @@ public final class ProcessMemory {
     }
 
     /// The first of the sorted `starts` above `address` (or UInt64.max).
-    private func firstStart(after address: UInt64, in starts: [UInt64]) -> UInt64 {
+    private static func firstStart(after address: UInt64, in starts: [UInt64]) -> UInt64 {
         var lo = 0, hi = starts.count
         while lo < hi {
             let mid = (lo + hi) / 2
@@ -214,31 +283,19 @@ public final class ProcessMemory {
             + (vma.flags & 1 != 0 ? "s" : "p")
     }
 
+    /// The shared object offset of `address` in `vma` (no overflow for valid VMAs).
+    private func objectOffset(_ vma: VmaEntry, _ address: UInt64) -> UInt64 { vma.pgoff &+ (address - vma.start) }
+
     /// Where the bytes at `address` come from.
     public func source(of address: UInt64) -> Source {
         guard let vma = vma(containing: address) else { return .unmapped }
-        if let i = runIndex(containing: address) { return runs[i].fileOffset == nil ? .unavailable : .dumped }
+        if let i = Self.runIndex(runs, containing: address) { return runs[i].fileOffset == nil ? .unavailable : .dumped }
+        if vma.status & VMAStatus.anonShared != 0, let object = sharedObjects[vma.shmid],
+           let i = Self.runIndex(object.runs, containing: objectOffset(vma, address)) {
+            return object.runs[i].fileOffset == nil ? .unavailable : .dumped
+        }
         if let path = mappedFile(vma) { return access(path, R_OK) == 0 ? .file(path) : .unavailable }
         return .zero
-    }
-
-    /// Reads `count` bytes of the pages file at `offset` into `buffer`.
-    func readPages(_ buffer: UnsafeMutableRawPointer, offset: UInt64, count: Int) throws {
-        guard let pagesPath else { return }
-        guard offset <= pagesFileSize, UInt64(count) <= pagesFileSize - offset else {
-            throw ImageFormatError(.truncated, file: pagesPath, offset: Int(clamping: pagesFileSize),
-                                   "\(pagemapPath) describes pages up to byte \(offset &+ UInt64(count)), the file has \(pagesFileSize)")
-        }
-        var done = 0
-        while done < count {
-            let n = pread(pagesFD, buffer + done, count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                throw ImageFormatError(.io, file: pagesPath, offset: Int(offset) + done,
-                                       n == 0 ? "unexpected end of file" : "cannot read: \(String(cString: strerror(errno)))")
-            }
-            done += n
-        }
     }
 
     private func fileDescriptor(_ vma: VmaEntry) -> Int32 {
@@ -257,37 +314,42 @@ public final class ProcessMemory {
         return out
     }
 
-    /// Fills `buffer` with the bytes at `address` (see ``read(_:count:)``); the buffer must be
-    /// zeroed by the caller or is zeroed where nothing is read.
+    /// Fills `buffer` with the bytes at `address` (see ``read(_:count:)``).
     public func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         var at = address
         var done = 0
         while done < buffer.count {
-            let want = buffer.count - done
+            let want = UInt64(buffer.count - done)
             let dest = buffer.baseAddress! + done
-            if let i = runIndex(containing: at) {
+            var n: Int
+            defer { at += UInt64(n); done += n }
+            if let i = Self.runIndex(runs, containing: at) {
                 let run = runs[i]
-                let n = Int(min(UInt64(want), run.end - at))
-                if let base = run.fileOffset {
-                    try readPages(dest, offset: base + (at - run.start), count: n)
-                } else {
-                    memset(dest, 0, n)
-                }
-                at += UInt64(n); done += n
+                n = Int(min(want, run.end - at))
+                if let base = run.fileOffset, let pages { try pages.read(dest, offset: base + (at - run.start), count: n) }
+                else { memset(dest, 0, n) }
                 continue
             }
-            // Not dumped: up to the next run or the end of the mapping.
-            let nextRun = firstStart(after: at, in: runStarts)
+            // Not in the private pagemap: up to its next run, within the mapping.
+            let nextRun = Self.firstStart(after: at, in: runStarts)
             guard let vma = vma(containing: at) else {
-                let nextVMA = firstStart(after: at, in: vmaStarts)
-                let n = Int(min(UInt64(want), min(nextRun, nextVMA) &- at))
+                n = Int(min(want, min(nextRun, Self.firstStart(after: at, in: vmaStarts)) &- at))
                 memset(dest, 0, n)
-                at += UInt64(n); done += n
                 continue
             }
-            let n = Int(min(UInt64(want), min(nextRun, vma.end) - at))
+            n = Int(min(want, min(nextRun, vma.end) - at))
             memset(dest, 0, n)
-            if mappedFile(vma) != nil {
+            if vma.status & VMAStatus.anonShared != 0, let object = sharedObjects[vma.shmid] {
+                let offset = objectOffset(vma, at)
+                if let i = Self.runIndex(object.runs, containing: offset) {
+                    let run = object.runs[i]
+                    n = Int(min(UInt64(n), run.end - offset))
+                    if let base = run.fileOffset { try object.pages.read(dest, offset: base + (offset - run.start), count: n) }
+                } else {
+                    let next = Self.firstStart(after: offset, in: object.runs.map(\.start))
+                    n = Int(min(UInt64(n), next &- offset))
+                }
+            } else if mappedFile(vma) != nil {
                 let fd = fileDescriptor(vma)
                 let fileOffset = vma.pgoff.addingReportingOverflow(at - vma.start)
                 if fd >= 0, !fileOffset.overflow, fileOffset.partialValue < UInt64(Int64.max) - UInt64(n) {
@@ -300,14 +362,47 @@ public final class ProcessMemory {
                     }
                 }
             }
-            at += UInt64(n); done += n
         }
     }
 
-    /// The parts of `vma` that can hold something other than zeros: its dumped runs and, for
+    /// The dumped parts of `vma` (private runs and, for shared anonymous memory, the object's
+    /// runs), as address ranges, sorted.
+    private func dumpedRanges(_ vma: VmaEntry) -> [(start: UInt64, end: UInt64)] {
+        segments(of: vma).map { ($0.address, $0.address + $0.length) }
+    }
+
+    /// The dumped segments inside `vma`.
+    private func segments(of vma: VmaEntry) -> [Segment] {
+        var out: [Segment] = []
+        if let pages {
+            var i = Self.runIndex(runs, containing: vma.start) ?? runs.firstIndex { $0.start >= vma.start } ?? runs.count
+            while i < runs.count, runs[i].start < vma.end {
+                let r = runs[i]
+                if let off = r.fileOffset {
+                    let start = max(r.start, vma.start), end = min(r.end, vma.end)
+                    if start < end { out.append(Segment(address: start, length: end - start, file: pages, fileOffset: off + (start - r.start))) }
+                }
+                i += 1
+            }
+        }
+        if vma.status & VMAStatus.anonShared != 0, let object = sharedObjects[vma.shmid] {
+            let first = vma.pgoff, last = vma.pgoff &+ (vma.end - vma.start)
+            for r in object.runs where r.start < last && r.end > first {
+                guard let off = r.fileOffset else { continue }
+                let start = max(r.start, first), end = min(r.end, last)
+                let address = vma.start + (start - first)
+                // Private runs win where both exist (they are what the process saw).
+                if out.contains(where: { $0.address < address + (end - start) && address < $0.address + $0.length }) { continue }
+                out.append(Segment(address: address, length: end - start, file: object.pages, fileOffset: off + (start - r.start)))
+            }
+        }
+        return out.sorted { $0.address < $1.address }
+    }
+
+    /// The parts of `vma` that can hold something other than zeros: its dumped pages and, for
     /// a file mapping whose file is there, the part the file covers. Sorted, may overlap.
     public func dataRanges(_ vma: VmaEntry) -> [(start: UInt64, end: UInt64)] {
-        var out: [(start: UInt64, end: UInt64)] = []
+        var out = dumpedRanges(vma)
         if let path = mappedFile(vma) {
             var st = stat()
             if stat(path, &st) == 0, UInt64(st.st_size) > vma.pgoff {
@@ -315,25 +410,21 @@ public final class ProcessMemory {
                 out.append((vma.start, vma.end - vma.start <= covered ? vma.end : vma.start + (covered + Self.pageSize - 1) / Self.pageSize * Self.pageSize))
             }
         }
-        var i = runIndex(containing: vma.start) ?? runs.firstIndex { $0.start >= vma.start } ?? runs.count
-        while i < runs.count, runs[i].start < vma.end {
-            if runs[i].fileOffset != nil { out.append((max(runs[i].start, vma.start), min(runs[i].end, vma.end))) }
-            i += 1
-        }
         return out.sorted { $0.start < $1.start }
     }
 
-    /// The dumped memory as segments contiguous both in the address space and in the pages
-    /// file: (first address, pages-file offset, length).
-    public var dumpedSegments: [(address: UInt64, fileOffset: UInt64, length: UInt64)] {
-        var out: [(address: UInt64, fileOffset: UInt64, length: UInt64)] = []
-        for r in runs {
-            guard let off = r.fileOffset, r.pages > 0 else { continue }
-            let len = r.pages &* Self.pageSize
-            if let last = out.last, last.address &+ last.length == r.start, last.fileOffset &+ last.length == off {
-                out[out.count - 1].length += len
-            } else {
-                out.append((r.start, off, len))
+    /// All dumped memory as segments contiguous both in the address space and in a pages
+    /// file, by address.
+    public var dumpedSegments: [Segment] {
+        var out: [Segment] = []
+        for vma in vmas {
+            for s in segments(of: vma) {
+                if let last = out.last, last.file === s.file, last.address &+ last.length == s.address,
+                   last.fileOffset &+ last.length == s.fileOffset {
+                    out[out.count - 1].length += s.length
+                } else {
+                    out.append(s)
+                }
             }
         }
         return out
