@@ -8,6 +8,7 @@ import Glibc
 public struct DumpSummary {
     /// One process.
     public struct Process {
+        /// Process id, parent, process group and session, as dumped.
         public let pid, ppid, pgid, sid: UInt32
         /// Depth in the tree (0 for a root).
         public let depth: Int
@@ -33,6 +34,7 @@ public struct DumpSummary {
 
     /// One open descriptor.
     public struct File {
+        /// The descriptor number.
         public let fd: UInt32
         /// CRIU's type name (`REG`, `PIPE`, `INETSK`...).
         public let type: String
@@ -52,9 +54,11 @@ public struct DumpSummary {
     public let dumpedAt: Date?
     /// `dump_uptime`: the machine's uptime at the dump, in microseconds.
     public let uptime: UInt64?
-    /// Image files: count and total bytes, and bytes of raw pages.
+    /// The number of image files.
     public let imageCount: Int
+    /// Their total size.
     public let imageBytes: UInt64
+    /// The size of the raw pages images among them.
     public let pagesBytes: UInt64
     /// The inventory as crit prints it (nil without inventory.img).
     public let inventory: JSONValue?
@@ -68,8 +72,9 @@ public struct DumpSummary {
     public let sockets: [(pid: UInt32, fd: UInt32, type: String, description: String)]
     /// File locks (`file-locks.img`): pid, fd, kind (posix, flock, ofd, lease), type, range.
     public let locks: [(pid: Int32, fd: Int32, kind: String, type: String, start: Int64, length: Int64)]
-    /// `stats-dump.img` and `stats-restore.img` as crit prints them.
+    /// `stats-dump.img`, if there is one.
     public let dumpStats: DumpStatsEntry?
+    /// `stats-restore.img`, if there is one (a restore writes it).
     public let restoreStats: RestoreStatsEntry?
 
     /// Summarizes the dump in `dump`.
