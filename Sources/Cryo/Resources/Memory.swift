@@ -19,7 +19,7 @@ enum MemoryResource {
     static let areaVvar: UInt32 = 1 << 12
 
     /// PE_PRESENT in a pagemap entry's flags.
-    static let pagePresent: UInt32 = 1 << 1
+    static let pagePresent: UInt32 = 1 << 2  // PE_PRESENT (1 << 0 is PE_PARENT, 1 << 1 PE_LAZY)
 
     /// smaps VmFlags → MADV_* advice worth putting back.
     static let adviceFlags: [(flag: String, advice: Int32)] = [
