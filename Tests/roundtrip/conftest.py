@@ -52,8 +52,15 @@ SUBJECT_ARGS = {
     "nonroot": ["--uid", "65534", "--gid", "65534", "--group", "100"],
     "mixed": [],
     "socket": [],
+    "tree": [],
+    "pipes": [],
+    "fdshare": ["--dir", "{work}"],
+    "eventfds": [],
+    "shmem": [],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
+# Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0
@@ -138,6 +145,20 @@ def pids_running(exe: Path) -> set[int]:
                 continue
             out.add(int(d))
     return out
+
+
+def session_of(pid: int) -> int | None:
+    """The session id of pid (field 6 of /proc/PID/stat), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def session_members(sid: int) -> set[int]:
+    """Pids of every process (zombies included) in session sid."""
+    return {int(d) for d in os.listdir("/proc") if d.isdigit() and session_of(int(d)) == sid}
 
 
 def pid_exists(pid: int) -> bool:
@@ -263,6 +284,7 @@ class Harness:
         self.tracked: dict[int, _Tracked] = {}
         self.cryo_procs: list[subprocess.Popen] = []
         self.mounts: list[Path] = []
+        self.sessions: set[int] = set()  # new sessions of started subjects/programs
         self._n = 0
 
     # -- subjects ------------------------------------------------------------------------------
@@ -284,6 +306,7 @@ class Harness:
             p = subprocess.Popen(argv, stdin=devnull, stdout=logf, stderr=subprocess.STDOUT,
                                  start_new_session=True, close_fds=True, cwd=self.work)
         self.tracked[p.pid] = _Tracked(p.pid, popen=p)
+        self.sessions.add(p.pid)
         deadline = time.monotonic() + READY_TIMEOUT
         while not pidfile.exists():
             if p.poll() is not None:
@@ -299,6 +322,28 @@ class Harness:
         s = Subject(name, pid, p, out, pidfile, log, opts, self.work)
         self.subjects.append(s)
         return s
+
+    def start_program(self, argv: list[str], log: Path | None = None) -> subprocess.Popen:
+        """Start any program (not a subject) like a subject: in a new session, in the work
+        dir, stdin /dev/null, stdout+stderr to log (default /dev/null). It is tracked like a
+        subject (dump/kill/wait_gone by pid); teardown kills its whole session."""
+        out = open(log, "wb") if log is not None else open(os.devnull, "wb")
+        with out, open(os.devnull, "rb") as devnull:
+            p = subprocess.Popen([str(a) for a in argv], stdin=devnull, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 close_fds=True, cwd=self.work)
+        self.tracked[p.pid] = _Tracked(p.pid, popen=p)
+        self.sessions.add(p.pid)
+        return p
+
+    def kill_session(self, sid: int) -> None:
+        """SIGKILL every process in session sid (a subject's or program's whole tree, also
+        what a restore brought back in it)."""
+        for pid in session_members(sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def finish(self, pid: int, expect: str = "PASS", subject: Subject | None = None) -> str:
         """SIGTERM pid, wait for it to exit (original child, reparented restored process, or
@@ -583,6 +628,9 @@ class Harness:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     problems.append(f"cryo pid {p.pid} did not die")
+        # Whole trees first (children of a killed parent would otherwise linger).
+        for sid in self.sessions:
+            self.kill_session(sid)
         for t in list(self.tracked.values()):
             if not t.reaped:
                 self.kill(t.pid)
@@ -664,3 +712,7 @@ def h(request, tmp_path, subject_bins, work_root) -> Harness:
 def hs(request, tmp_path, subject_bins, work_root) -> Harness:
     """Harness without cryo: for running subjects on their own."""
     yield from _make_harness(request, tmp_path, subject_bins, None, work_root)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bench: a benchmark that prints figures; run with -m bench, never part of the test run")
