@@ -43,20 +43,8 @@ struct ProcessImage {
         let ids: TaskKobjIdsEntry = try images.readOne("ids-\(pid).img", magic: .ids)
         let fs: FsEntry = try images.readOne("fs-\(pid).img", magic: .fs)
         let descriptors: [FdinfoEntry] = try images.read("fdinfo-\(ids.filesID).img", magic: .fdinfo)
-        // pagemap: a head, then entries.
         let pagemapFile = images.url("pagemap-\(pid).img")
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(pagemapFile) } catch let e as Errno { throw CryoError("cannot read image \(pagemapFile)", errno: e) }
-        let (magic, start) = try ImageCodec.readHeader(bytes, file: pagemapFile)
-        guard magic == .pagemap else { throw CryoError("image \(pagemapFile) is not a pagemap image") }
-        let frames = try ImageCodec.frames(bytes, from: start, file: pagemapFile)
-        guard let first = frames.first else { throw CryoError("image \(pagemapFile) is empty") }
-        let head: PagemapHead
-        var pagemap: [PagemapEntry] = []
-        do {
-            head = try PagemapHead(serializedBytes: Array(bytes[first]))
-            for f in frames.dropFirst() { pagemap.append(try PagemapEntry(serializedBytes: Array(bytes[f]))) }
-        } catch { throw CryoError("image \(pagemapFile) is corrupt: \(error)") }
+        let (head, pagemap) = try images.readPagemap("pagemap-\(pid).img")
         let pagesPath = images.url("pages-\(head.pagesID).img")
         var st = stat()
         guard stat(pagesPath, &st) == 0 else { throw CryoError("cannot restore: \(pagesPath) is missing", errno: Errno(rawValue: errnoValue)) }

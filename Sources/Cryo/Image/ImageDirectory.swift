@@ -68,6 +68,55 @@ public struct ImageDirectory: Sendable {
         return entries[0]
     }
 
+    /// The raw bytes of an image file; a missing file is an error naming it.
+    public func bytes(_ name: String) throws -> [UInt8] {
+        do { return try readWholeFile(url(name)) } catch let e as Errno {
+            throw CryoError("cannot read image \(url(name))", errno: e)
+        } catch { throw CryoError("cannot read image \(url(name)): \(error)") }
+    }
+
+    /// Reads an image whose entries are each followed by raw bytes (pipes-data, sk-queues),
+    /// `payloadLength` telling how many.
+    public func readWithPayloads<M: SwiftProtobuf.Message>(_ name: String, magic: ImageMagic, as type: M.Type = M.self,
+                                                          payloadLength: (M) -> Int) throws -> [(entry: M, payload: [UInt8])] {
+        let file = url(name)
+        let bytes = try self.bytes(name)
+        let (found, start) = try ImageCodec.readHeader(bytes, file: file)
+        guard found == magic else { throw CryoError("image \(file) is not a \(magic.name ?? "?") image") }
+        var result: [(M, [UInt8])] = []
+        var offset = start
+        while offset < bytes.count {
+            guard offset + 4 <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
+            let frame = (offset + 4)..<(offset + 4 + Int(readLE32(bytes, offset)))
+            guard frame.upperBound <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
+            let entry: M
+            do { entry = try M(serializedBytes: Array(bytes[frame])) }
+            catch { throw CryoError("image \(file) is corrupt at offset \(offset): \(error)") }
+            let end = frame.upperBound + payloadLength(entry)
+            guard end <= bytes.count else {
+                throw CryoError("image \(file) is truncated at offset \(frame.upperBound): \(payloadLength(entry)) bytes of data expected")
+            }
+            result.append((entry, Array(bytes[frame.upperBound..<end])))
+            offset = end
+        }
+        return result
+    }
+
+    /// Reads a pagemap image: its head, then its entries.
+    public func readPagemap(_ name: String) throws -> (head: PagemapHead, entries: [PagemapEntry]) {
+        let file = url(name)
+        let bytes = try self.bytes(name)
+        let (magic, start) = try ImageCodec.readHeader(bytes, file: file)
+        guard magic == .pagemap else { throw CryoError("image \(file) is not a pagemap image") }
+        let frames = try ImageCodec.frames(bytes, from: start, file: file)
+        guard let first = frames.first else { throw CryoError("image \(file) is empty") }
+        do {
+            let head = try PagemapHead(serializedBytes: Array(bytes[first]))
+            let entries = try frames.dropFirst().map { try PagemapEntry(serializedBytes: Array(bytes[$0])) }
+            return (head, entries)
+        } catch { throw CryoError("image \(file) is corrupt: \(error)") }
+    }
+
     /// Writes raw bytes to `name` through a temporary file and a rename.
     public func writeFile(_ name: String, _ bytes: [UInt8]) throws {
         let temporary = url(".\(name).partial")

@@ -72,8 +72,7 @@ final class GhostFiles {
                 throw CryoError("\(images.url("remap-fpath.img")): no regular file with id \(r.origID)")
             }
             let name = "ghost-file-\(r.remapID).img"
-            let bytes: [UInt8]
-            do { bytes = try readWholeFile(images.url(name)) } catch let e as Errno { throw CryoError("cannot read image \(images.url(name))", errno: e) }
+            let bytes = try images.bytes(name)
             let (magic, start) = try ImageCodec.readHeader(bytes, file: images.url(name))
             guard magic == .ghostFile, start + 4 <= bytes.count else { throw CryoError("image \(images.url(name)) is not a ghost file image") }
             let size = Int(readLE32(bytes, start))

@@ -55,24 +55,10 @@ enum PipeResource {
     /// Reads `pipes-data.img` (absent: no pipe had data).
     static func load(_ images: ImageDirectory) throws -> [UInt32: (size: Int32, data: [UInt8])] {
         guard images.contains("pipes-data.img") else { return [:] }
-        let file = images.url("pipes-data.img")
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(file) } catch let e as Errno { throw CryoError("cannot read image \(file)", errno: e) }
-        let (magic, start) = try ImageCodec.readHeader(bytes, file: file)
-        guard magic == .pipesData else { throw CryoError("image \(file) is not a pipes-data image") }
-        var offset = start
         var result: [UInt32: (Int32, [UInt8])] = [:]
-        while offset < bytes.count {
-            guard offset + 4 <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
-            let frame = (offset + 4)..<(offset + 4 + Int(readLE32(bytes, offset)))
-            guard frame.upperBound <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
-            let entry: PipeDataEntry
-            do { entry = try PipeDataEntry(serializedBytes: Array(bytes[frame])) }
-            catch { throw CryoError("image \(file) is corrupt at offset \(offset): \(error)") }
-            let end = frame.upperBound + Int(entry.bytes)
-            guard end <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(frame.upperBound): pipe data of \(entry.bytes) bytes") }
-            result[entry.pipeID] = (Int32(entry.size), Array(bytes[frame.upperBound..<end]))
-            offset = end
+        for (entry, data) in try images.readWithPayloads("pipes-data.img", magic: .pipesData, as: PipeDataEntry.self,
+                                                         payloadLength: { Int($0.bytes) }) {
+            result[entry.pipeID] = (Int32(entry.size), data)
         }
         return result
     }

@@ -73,21 +73,9 @@ enum SharedMemoryResource {
     /// One object's saved pages: (offset in the object, bytes).
     static func load(_ images: ImageDirectory, shmid: UInt64) throws -> [(offset: UInt64, data: ArraySlice<UInt8>)] {
         let file = images.url(pagemapName(shmid))
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(file) } catch let e as Errno { throw CryoError("cannot read image \(file)", errno: e) }
-        let (magic, start) = try ImageCodec.readHeader(bytes, file: file)
-        guard magic == .pagemap else { throw CryoError("image \(file) is not a pagemap image") }
-        let frames = try ImageCodec.frames(bytes, from: start, file: file)
-        guard let first = frames.first else { throw CryoError("image \(file) is empty") }
-        let head: PagemapHead
-        var entries: [PagemapEntry] = []
-        do {
-            head = try PagemapHead(serializedBytes: Array(bytes[first]))
-            for f in frames.dropFirst() { entries.append(try PagemapEntry(serializedBytes: Array(bytes[f]))) }
-        } catch { throw CryoError("image \(file) is corrupt: \(error)") }
+        let (head, entries) = try images.readPagemap(pagemapName(shmid))
         let pagesPath = images.url("pages-\(head.pagesID).img")
-        let pages: [UInt8]
-        do { pages = try readWholeFile(pagesPath) } catch let e as Errno { throw CryoError("cannot read image \(pagesPath)", errno: e) }
+        let pages = try images.bytes("pages-\(head.pagesID).img")
         var result: [(UInt64, ArraySlice<UInt8>)] = []
         var position = 0
         for e in entries {

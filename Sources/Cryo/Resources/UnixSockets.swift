@@ -108,24 +108,10 @@ enum UnixSocketResource {
     /// Reads `sk-queues.img`: each socket's queued messages, by file id, in order.
     static func loadQueues(_ images: ImageDirectory) throws -> [UInt32: [[UInt8]]] {
         guard images.contains("sk-queues.img") else { return [:] }
-        let file = images.url("sk-queues.img")
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(file) } catch let e as Errno { throw CryoError("cannot read image \(file)", errno: e) }
-        let (magic, start) = try ImageCodec.readHeader(bytes, file: file)
-        guard magic == .skQueues else { throw CryoError("image \(file) is not an sk-queues image") }
         var result: [UInt32: [[UInt8]]] = [:]
-        var offset = start
-        while offset < bytes.count {
-            guard offset + 4 <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
-            let frame = (offset + 4)..<(offset + 4 + Int(readLE32(bytes, offset)))
-            guard frame.upperBound <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(offset)") }
-            let e: SkPacketEntry
-            do { e = try SkPacketEntry(serializedBytes: Array(bytes[frame])) }
-            catch { throw CryoError("image \(file) is corrupt at offset \(offset): \(error)") }
-            let end = frame.upperBound + Int(e.length)
-            guard end <= bytes.count else { throw CryoError("image \(file) is truncated at offset \(frame.upperBound)") }
-            result[e.idFor, default: []].append(Array(bytes[frame.upperBound..<end]))
-            offset = end
+        for (entry, data) in try images.readWithPayloads("sk-queues.img", magic: .skQueues, as: SkPacketEntry.self,
+                                                         payloadLength: { Int($0.length) }) {
+            result[entry.idFor, default: []].append(data)
         }
         return result
     }
