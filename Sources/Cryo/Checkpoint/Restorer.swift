@@ -91,7 +91,9 @@ public enum Restorer {
             if attempt == 0 { try checkPidFree(pid) }
             usleep(50_000)
         }
-        if result == -Int(EEXIST) { throw CryoError("cannot restore: pid \(pid) is in use") }
+        if result == -Int(EEXIST) {
+            throw CryoError("cannot restore: pid \(pid) is still in use, though no process has it: zombies (e.g. the killed processes of the dumped tree, not yet reaped by their new parent) still name it as their process group or session")
+        }
         if result < 0 { throw CryoError("cannot create a process with pid \(pid) (clone3 with set_tid)", errno: Errno(rawValue: Int32(-result))) }
         try adoptNewChild(pid)
         return pid
