@@ -1,0 +1,718 @@
+"""Process trees and what their processes share, after a real dump -> kill -> restore.
+
+The tree subjects (conftest.TREE_SUBJECTS, built on Tests/Subjects/family.h) check themselves
+from inside: every process its identity and state, every parent its children over pipes, and
+the root collects every verdict into its PASS/FAIL. From outside these tests check, for every
+process of the tree, before the dump and after the restore:
+  - pid, parent, process group, session, thread ids, zombie or not (`tree_info`);
+  - which fds share an open file description (kcmp) and which share a pipe, each fd's kind
+    and flags (`fd_layout`);
+  - MAP_SHARED mappings: addresses, offsets, names, and which processes map the same object
+    (same inode) (`shared_maps`).
+Then: real programs from Debian (dash, cat, sleep, seq) and a dump that must be refused.
+"""
+
+import ctypes
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (CRIT, TREE_SUBJECTS, assert_running_free, our_children, pid_exists,
+                      poll, session_members)
+from test_images import crit_decode
+
+SETTLE = 0.3  # seconds a tree runs after a restore before it is told to finish
+O_LARGEFILE = 0o100000
+SYS_KCMP = 312  # x86_64
+KCMP_FILE = 0
+
+# Options the round trips give a subject, and what they do to it once it runs again.
+EXTRA_ARGS = {"eventfds": ["--expect-usr2", "1"]}
+
+
+def poke(name, pid):
+    """After a restore (or a --leave-running dump): give the subject what EXTRA_ARGS promised."""
+    if name == "eventfds":
+        os.kill(pid, signal.SIGUSR2)  # it must arrive through the restored signalfd + epoll
+
+
+# ---------------------------------------------------------------------------------------------
+# What a tree looks like from outside
+
+
+def proc_stat(pid):
+    """comm, state, ppid, pgid, sid of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    comm = data[data.index("(") + 1:data.rindex(")")]
+    fields = data[data.rindex(")") + 2:].split()
+    return {"comm": comm, "state": fields[0], "ppid": int(fields[1]), "pgid": int(fields[2]),
+            "sid": int(fields[3])}
+
+
+def comm_of(pid):
+    """comm of pid, None once it is gone (children come and go while we look)."""
+    try:
+        return proc_stat(pid)["comm"]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def children_of(pid):
+    kids = set()
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.update(int(x) for x in f.read().split())
+    except FileNotFoundError:
+        pass
+    return kids
+
+
+def tree_pids(root):
+    """root and all its descendants (zombies included), parents first."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(sorted(children_of(pid)))
+    return out
+
+
+def tree_info(root):
+    """pid -> (comm, zombie, ppid, pgid, sid, thread ids) for the whole tree; the root's ppid is
+    left out (a restored root is the child of whoever restored it)."""
+    info = {}
+    for pid in tree_pids(root):
+        st = proc_stat(pid)
+        tids = tuple(sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")))
+        info[pid] = (st["comm"], st["state"] == "Z", None if pid == root else st["ppid"],
+                     st["pgid"], st["sid"], tids)
+    return info
+
+
+def describe_tree(info):
+    lines = []
+    for pid, (comm, zombie, ppid, pgid, sid, tids) in sorted(info.items()):
+        lines.append(f"  {pid} {comm}{' (zombie)' if zombie else ''} ppid {ppid} pgid {pgid} "
+                     f"sid {sid} tids {list(tids)}")
+    return "\n".join(lines)
+
+
+def assert_same_tree(before, after, what="after restore"):
+    if before == after:
+        return
+    diff = []
+    for pid in sorted(set(before) | set(after)):
+        b, a = before.get(pid), after.get(pid)
+        if b != a:
+            diff.append(f"  pid {pid}: was {b}, {what} {a}")
+    pytest.fail(f"the tree {what} differs:\n" + "\n".join(diff) +
+                f"\nbefore:\n{describe_tree(before)}\n{what}:\n{describe_tree(after)}")
+
+
+def assert_tree_running(root, info):
+    """Every live process of the tree runs, untraced; zombies are still zombies."""
+    for pid, (comm, zombie, *_rest) in info.items():
+        if zombie:
+            assert proc_stat(pid)["state"] == "Z", f"{comm} ({pid}) is no longer a zombie"
+        else:
+            assert_running_free(pid)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def same_description(a, b):
+    """kcmp(KCMP_FILE): do (pid, fd) a and b refer to one open file description?"""
+    r = _libc.syscall(SYS_KCMP, a[0], b[0], KCMP_FILE, a[1], b[1])
+    if r < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"kcmp {a} {b}: {os.strerror(err)}")
+    return r == 0
+
+
+def fd_layout(pids):
+    """(per-fd kind and flags, open-file-description classes, pipe classes) of live pids.
+
+    kind: the fd's link with pipe/socket inode numbers dropped (they change on restore);
+    flags: fdinfo flags without O_LARGEFILE. Classes are frozensets of (pid, fd) with more than
+    one member: fds sharing one open file description (kcmp), fds on one pipe (either end)."""
+    kinds, by_target, pipes = {}, {}, {}
+    for pid in pids:
+        if proc_stat(pid)["state"] == "Z":
+            continue
+        for fd in sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd")):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    flags = next(int(l.split()[1], 8) for l in f if l.startswith("flags:"))
+            except FileNotFoundError:
+                continue
+            kind = target
+            if target.startswith(("pipe:[", "socket:[")):
+                kind = target.split(":")[0]
+                pipes.setdefault(target, set()).add((pid, fd))
+            kinds[(pid, fd)] = (kind, flags & ~O_LARGEFILE)
+            by_target.setdefault(target, []).append((pid, fd))
+    descs = set()
+    for members in by_target.values():
+        classes = []
+        for m in members:
+            for c in classes:
+                if same_description(c[0], m):
+                    c.append(m)
+                    break
+            else:
+                classes.append([m])
+        descs.update(frozenset(c) for c in classes if len(c) > 1)
+    pipe_classes = {frozenset(m) for t, m in pipes.items() if t.startswith("pipe:") and len(m) > 1}
+    return kinds, descs, pipe_classes
+
+
+def describe_classes(classes):
+    return "\n".join("  " + " ".join(f"{p}:{fd}" for p, fd in sorted(c)) for c in
+                     sorted(classes, key=lambda c: sorted(c)))
+
+
+def assert_same_fds(before, after):
+    kb, db, pb = before
+    ka, da, pa = after
+    if kb != ka:
+        diff = [f"  pid {k[0]} fd {k[1]}: was {kb.get(k)}, now {ka.get(k)}"
+                for k in sorted(set(kb) | set(ka)) if kb.get(k) != ka.get(k)]
+        pytest.fail("fds differ after restore (kind, flags):\n" + "\n".join(diff))
+    assert db == da, (f"open file descriptions are shared differently after restore\n"
+                      f"before:\n{describe_classes(db)}\nafter:\n{describe_classes(da)}")
+    assert pb == pa, (f"pipes connect different fds after restore\n"
+                      f"before:\n{describe_classes(pb)}\nafter:\n{describe_classes(pa)}")
+
+
+def maps_lines(pid):
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            out.append((start, end, parts[1], int(parts[2], 16), parts[3], int(parts[4]),
+                        parts[5].strip() if len(parts) > 5 else ""))
+    return out
+
+
+def shared_maps(pids):
+    """(per-pid MAP_SHARED mappings (start, end, perms, offset, name), classes of (pid, start)
+    mapping the same object). The inode numbers of shared anonymous memory change on restore;
+    which processes share one must not."""
+    per_pid, by_inode = {}, {}
+    for pid in pids:
+        if proc_stat(pid)["state"] == "Z":
+            continue
+        mine = []
+        for start, end, perms, off, dev, ino, name in maps_lines(pid):
+            if perms[3] == "s":
+                mine.append((start, end, perms, off, name))
+                by_inode.setdefault((dev, ino), set()).add((pid, start))
+        per_pid[pid] = mine
+    return per_pid, {frozenset(v) for v in by_inode.values()}
+
+
+def assert_same_shared_maps(before, after):
+    mb, cb = before
+    ma, ca = after
+    for pid in sorted(set(mb) | set(ma)):
+        assert mb.get(pid) == ma.get(pid), (
+            f"pid {pid}: shared anonymous mappings were\n  {mb.get(pid)}\nafter restore\n"
+            f"  {ma.get(pid)}")
+    assert cb == ca, (f"shared anonymous mappings are shared by different processes after "
+                      f"restore\nbefore: {sorted(sorted(c) for c in cb)}\n"
+                      f"after:  {sorted(sorted(c) for c in ca)}")
+
+
+class TreeState:
+    """Everything compared before the dump and after the restore."""
+
+    def __init__(self, root):
+        self.root = root
+        self.info = tree_info(root)
+        live = [p for p, i in self.info.items() if not i[1]]
+        self.fds = fd_layout(live)
+        self.maps = shared_maps(live)
+
+    def assert_same(self, other):
+        assert_same_tree(self.info, other.info)
+        assert_same_fds(self.fds, other.fds)
+        assert_same_shared_maps(self.maps, other.maps)
+
+
+def wait_tree_gone(pids, sid, timeout=10.0):
+    """After a dump that kills: every process of the tree, and of its session, is gone. Those
+    reparented to us (the subreaper) are reaped, so their pids (also as process group and
+    session ids) are free for the restore. (The session matters for trees that fork while they
+    are dumped: `sleep` in a shell loop is a new pid every 50 ms.)"""
+    def members():
+        return set(pids) | session_members(sid)
+
+    def gone():
+        for pid in members():
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        return not any(os.path.exists(f"/proc/{p}") for p in members())
+    if not poll(gone, timeout):
+        left = {p: proc_stat(p) for p in members() if os.path.exists(f"/proc/{p}")}
+        pytest.fail(f"after the dump these processes of the tree still exist: {left}")
+
+
+def dump_tree(h, root, *extra, images=None):
+    """Dump root's tree (killing it unless -R/-s) and wait until all of it is gone."""
+    pids = tree_pids(root)
+    sid = proc_stat(root)["sid"]
+    h.dump(root, *extra, images=images)
+    if not any(x in ("-R", "--leave-running", "-s", "--leave-stopped") for x in extra):
+        wait_tree_gone(pids, sid)
+
+
+def log_excerpt(images, name="restore.log", lines=40):
+    try:
+        text = (Path(images) / name).read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no {name})"
+    return "\n".join(text[-lines:])
+
+
+def start_tree(h, name, *args):
+    s = h.start_subject(name, *EXTRA_ARGS.get(name, []), *args)
+    time.sleep(SETTLE)  # let the protocols run so the dump catches data in flight
+    h.check_running(s.pid)
+    return s
+
+
+def restore_and_compare(h, s, state, images=None):
+    pid = h.restore(images=images, expect_pid=s.pid)
+    after = TreeState(pid)
+    try:
+        state.assert_same(after)
+        assert_tree_running(pid, after.info)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nrestore.log (tail):\n{log_excerpt(images or h.images)}") from None
+    poke(s.name, pid)
+    time.sleep(SETTLE)
+    h.check_running(pid)
+    return pid
+
+
+# ---------------------------------------------------------------------------------------------
+# Every tree subject: kill/restore, --leave-running, restore twice, the images
+
+
+@pytest.mark.parametrize("name", TREE_SUBJECTS)
+def test_tree_kill_restore(h, name):
+    s = start_tree(h, name)
+    before = TreeState(s.pid)
+    assert len(before.info) >= 2, f"{name} is not a tree:\n{describe_tree(before.info)}"
+    dump_tree(h, s.pid)
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+@pytest.mark.parametrize("name", TREE_SUBJECTS)
+def test_tree_leave_running(h, name):
+    s = start_tree(h, name)
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid, "--leave-running")
+    assert s.popen.poll() is None, f"{name} died during a --leave-running dump"
+    after = TreeState(s.pid)
+    before.assert_same(after)
+    assert_tree_running(s.pid, after.info)
+    poke(name, s.pid)
+    time.sleep(SETTLE)
+    h.finish(s.pid)
+
+
+@pytest.mark.parametrize("name", TREE_SUBJECTS)
+def test_tree_restore_twice(h, name):
+    s = start_tree(h, name)
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    files = h.snapshot()
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+    wait_tree_gone(list(before.info), s.pid)
+    h.restore_snapshot(files)
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+def as_int(v):
+    return int(v, 0) if isinstance(v, str) else int(v)
+
+
+@pytest.mark.parametrize("name", TREE_SUBJECTS)
+def test_tree_images(h, name):
+    """crit reads the tree's images: pstree.img has every process with its parent, group,
+    session and threads; zombies' cores say zombie and the wait status; fdinfo images give
+    one file id to exactly the fds that share an open file description."""
+    s = start_tree(h, name)
+    state = TreeState(s.pid)
+    h.dump(s, "--leave-running")
+    poke(name, s.pid)
+    h.finish(s.pid)
+
+    pstree = crit_decode(h.images / "pstree.img")["entries"]
+    got = {e["pid"]: (e["ppid"], e["pgid"], e["sid"], tuple(sorted(e.get("threads", []))))
+           for e in pstree}
+    want = {pid: (0 if pid == s.pid else ppid, pgid, sid, tids)
+            for pid, (_c, _z, ppid, pgid, sid, tids) in state.info.items()}
+    assert got == want, f"pstree.img says\n  {got}\n/proc said\n  {want}"
+    assert pstree[0]["pid"] == s.pid, "the root is not the first pstree entry"
+
+    files_of = {}
+    for pid, (comm, zombie, *_r) in state.info.items():
+        core = crit_decode(h.images / f"core-{pid}.img")["entries"][0]["tc"]
+        if zombie:
+            assert core["task_state"] == 6, f"zombie {comm} ({pid}): task_state {core}"
+            zstatus = {"tree-Z": 7, "tree-AZ": 9}.get(comm)
+            if zstatus is not None:
+                assert core["exit_code"] == zstatus << 8, (
+                    f"zombie {comm} ({pid}): exit_code {core['exit_code']}, expected the wait "
+                    f"status {zstatus << 8} (exit {zstatus})")
+            continue
+        assert core["task_state"] == 1, f"{comm} ({pid}): task_state {core['task_state']}"
+        ids = crit_decode(h.images / f"ids-{pid}.img")["entries"][0]
+        files_of[pid] = ids["files_id"]
+
+    ids_of = {}
+    for pid, files_id in files_of.items():
+        for e in crit_decode(h.images / f"fdinfo-{files_id}.img")["entries"]:
+            ids_of[(pid, e["fd"])] = e["id"]
+    kinds, descs, _pipes = state.fds
+    assert set(ids_of) == set(kinds), (
+        f"fdinfo images hold fds {sorted(set(ids_of) - set(kinds))} that /proc did not show, "
+        f"and lack {sorted(set(kinds) - set(ids_of))}")
+    shared = {}
+    for key, file_id in ids_of.items():
+        shared.setdefault(file_id, set()).add(key)
+    image_classes = {frozenset(v) for v in shared.values() if len(v) > 1}
+    assert image_classes == descs, (
+        f"file ids shared in fdinfo images:\n{describe_classes(image_classes)}\n"
+        f"descriptions shared according to kcmp:\n{describe_classes(descs)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tree subject in detail
+
+
+TREE_SHAPE = {  # comm -> (parent's comm, process group leader's comm, extra threads)
+    "tree-R": (None, "tree-R", 1),
+    "tree-Z": ("tree-R", "tree-R", 0),
+    "tree-A": ("tree-R", "tree-A", 2),
+    "tree-A1": ("tree-A", "tree-A", 0),
+    "tree-A2": ("tree-A", "tree-A", 1),
+    "tree-A2a": ("tree-A2", "tree-A", 0),
+    "tree-AZ": ("tree-A", "tree-A", 0),
+    "tree-B": ("tree-R", "tree-A", 0),
+    "tree-B1": ("tree-B", "tree-A", 0),
+    "tree-C": ("tree-R", "tree-R", 0),
+    "tree-C1": ("tree-C", "tree-C1", 1),
+}
+TREE_ZOMBIES = {"tree-Z", "tree-AZ"}
+
+
+def assert_tree_shape(root, info):
+    by_comm = {i[0]: pid for pid, i in info.items()}
+    assert set(by_comm) == set(TREE_SHAPE), (
+        f"processes {sorted(by_comm)}, expected {sorted(TREE_SHAPE)}\n{describe_tree(info)}")
+    for comm, (parent, leader, threads) in TREE_SHAPE.items():
+        pid = by_comm[comm]
+        _c, zombie, ppid, pgid, sid, tids = info[pid]
+        assert zombie == (comm in TREE_ZOMBIES), f"{comm} ({pid}) zombie: {zombie}"
+        if parent is not None:
+            assert ppid == by_comm[parent], f"{comm} ({pid}): parent {ppid}, expected {parent}"
+        assert pgid == by_comm[leader], f"{comm} ({pid}): group {pgid}, expected {leader}'s"
+        assert sid == root, f"{comm} ({pid}): session {sid}, expected {root}"
+        if not zombie:
+            assert len(tids) == 1 + threads, f"{comm} ({pid}): threads {tids}"
+
+
+def test_tree_shape_survives(h):
+    """The exact shape: 11 processes (2 zombies), 3 process groups (one joined by a sibling),
+    one session, threads in 4 processes — before the dump and after the restore; each zombie's
+    exit status is what its parent's waitpid returns at the end (checked by the subject)."""
+    s = start_tree(h, "tree")
+    before = TreeState(s.pid)
+    assert_tree_shape(s.pid, before.info)
+    dump_tree(h, s.pid)
+    pid = restore_and_compare(h, s, before)
+    assert_tree_shape(pid, tree_info(pid))
+    h.finish(pid)
+
+
+def test_tree_dump_of_restored(h):
+    """A restored tree can be dumped and restored again."""
+    s = start_tree(h, "tree")
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    pid = restore_and_compare(h, s, before)
+    second = h.tmp / "images2"
+    second.mkdir()
+    dump_tree(h, pid, images=second)
+    pid = restore_and_compare(h, s, before, images=second)
+    h.finish(pid)
+
+
+def test_tree_notices_a_lost_grandchild(hs):
+    """Not vacuous (no cryo): a grandchild killed behind the tree's back is a FAIL naming it."""
+    s = hs.start_subject("tree")
+    info = tree_info(s.pid)
+    victim = next(p for p, i in info.items() if i[0] == "tree-B1")
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(0.1)
+    text = hs.finish(s.pid, expect="FAIL")
+    assert text.startswith("FAIL: ") and "tree-B1" in text and str(victim) in text, text
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipes, shared memory: variants
+
+
+def test_pipes_big_capacity(h):
+    """A pipe enlarged to 256 KiB (F_SETPIPE_SZ) holding 200000 unread bytes: capacity and
+    every byte come back."""
+    s = start_tree(h, "pipes", "--pipe-size", "262144", "--left", "200000")
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    sizes = sorted(e.get("bytes", 0) for e in crit_decode(h.images / "pipes-data.img")["entries"])
+    assert 200000 in sizes and 1000 in sizes, (
+        f"pipes-data.img does not hold the 200000 and 1000 unread bytes: {sizes}")
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+def test_pipes_notice_a_forged_ack(hs):
+    """Not vacuous (no cryo): a record written into the ack pipe from outside (through
+    /proc/PID/fd) breaks the sequence and the subject says so."""
+    s = hs.start_subject("pipes")
+    time.sleep(0.2)
+    child = next(p for p in children_of(s.pid) if proc_stat(p)["comm"] == "pipes-A")
+    # The ack pipe: A's non-blocking write end (G made it so) of a pipe R holds too.
+    r_reads = {os.readlink(f"/proc/{s.pid}/fd/{fd}"): fd for fd in os.listdir(f"/proc/{s.pid}/fd")}
+    target = None
+    for fd in os.listdir(f"/proc/{child}/fd"):
+        link = os.readlink(f"/proc/{child}/fd/{fd}")
+        with open(f"/proc/{child}/fdinfo/{fd}") as f:
+            flags = int(next(l for l in f if l.startswith("flags:")).split()[1], 8)
+        if (link in r_reads and link.startswith("pipe:") and flags & os.O_NONBLOCK and
+                flags & os.O_ACCMODE == os.O_WRONLY):
+            target = f"/proc/{child}/fd/{fd}"
+    assert target, "no ack pipe found"
+    with open(target, "wb", buffering=0) as f:
+        f.write((2).to_bytes(4, "little") + (0).to_bytes(4, "little") + (10**12).to_bytes(8, "little"))
+    text = hs.finish(s.pid, expect="FAIL")
+    assert text.startswith("FAIL: ") and "acked" in text, text
+
+
+def test_shmem_partial_mapping(h):
+    """A child unmapped the first and last page of the shared region: its mapping starts 4 KiB
+    into the shared object, and is still the same object as its relatives'."""
+    s = start_tree(h, "shmem", "--partial")
+    before = TreeState(s.pid)
+    offsets = {m[3] for ms in before.maps[0].values() for m in ms}
+    assert 4096 in offsets, f"no mapping at offset 4096: {before.maps[0]}"
+    dump_tree(h, s.pid)
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+def test_shmem_same_object_in_maps(h):
+    """/proc/PID/maps after restore: region 1 is one object (same device and inode) in all four
+    processes, region 2 in A and G only, region 3 in R only — three different objects."""
+    s = start_tree(h, "shmem")
+    dump_tree(h, s.pid)
+    pid = h.restore(expect_pid=s.pid)
+    objects = {}
+    for p in tree_pids(pid):
+        comm = proc_stat(p)["comm"]
+        for start, end, perms, off, dev, ino, name in maps_lines(p):
+            if perms[3] == "s" and (end - start) in (256 * 4096, 16 * 4096, 32 * 4096):
+                objects.setdefault((end - start) // 4096, {})[comm] = (dev, ino, start, name)
+    names = {k: sorted(v) for k, v in objects.items()}
+    assert names == {256: ["shmem-A", "shmem-B", "shmem-G", "shmem-R"],
+                     16: ["shmem-A", "shmem-G"], 32: ["shmem-R"]}, names
+    for pages, procs in objects.items():
+        inodes = {v[:3] for v in procs.values()}
+        assert len(inodes) == 1, f"the {pages}-page region is not one object at one address: {procs}"
+    all_inodes = [next(iter(procs.values()))[:2] for procs in objects.values()]
+    assert len(set(all_inodes)) == 3, f"regions share an object: {objects}"
+    h.finish(pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Programs nobody here wrote
+
+
+def numbers_in(path):
+    text = Path(path).read_text() if Path(path).exists() else ""
+    return text, [int(x) for x in text.split("\n") if x]
+
+
+def assert_consecutive(path, at_least):
+    text, nums = numbers_in(path)
+    assert text.endswith("\n"), f"{path} ends in a partial line: {text[-20:]!r}"
+    bad = [(i, n) for i, n in enumerate(nums) if n != i + 1]
+    assert not bad, (f"{path}: numbers are not 1..{len(nums)} consecutive: first wrong line "
+                     f"{bad[0][0] + 1} is {bad[0][1]} (lines around: "
+                     f"{nums[max(0, bad[0][0] - 3):bad[0][0] + 3]})")
+    assert len(nums) >= at_least, f"{path}: only {len(nums)} numbers, expected >= {at_least}"
+    return len(nums)
+
+
+COUNTER_SCRIPT = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done | cat >> {out}"
+
+
+def counter_parts(root):
+    """(the loop's subshell, cat) of the dash pipeline."""
+    kids = {proc_stat(p)["comm"]: p for p in children_of(root)}
+    assert set(kids) == {"dash", "cat"}, f"dash {root} has children {kids}"
+    return kids["dash"], kids["cat"]
+
+
+def stop_counter(h, root):
+    """Kill the loop; cat drains the pipe and exits 0, and so does dash."""
+    loop, _cat = counter_parts(root)
+    os.kill(loop, signal.SIGKILL)
+    status = h.wait_gone(root, timeout=10)
+    assert status == 0, f"dash exited with {status} after its loop was killed (cat's status)"
+
+
+def test_dash_counter_pipeline(h):
+    """dash | cat >> OUT, dumped while counting and restored: OUT goes on growing with the
+    next numbers — nothing lost or repeated, including what sat in the pipe."""
+    out = h.work / "count.out"
+    p = h.start_program(["dash", "-c", COUNTER_SCRIPT.format(out=out)])
+    assert poll(lambda: len(numbers_in(out)[1]) >= 10, 10), "the counter does not count"
+    before = TreeState(p.pid)
+    keep = {pid for pid, i in before.info.items() if i[0] != "sleep"}
+    dump_tree(h, p.pid)
+    at_dump = assert_consecutive(out, 10)
+    time.sleep(0.3)
+    assert len(numbers_in(out)[1]) == at_dump, "OUT grew while the pipeline was dumped (dead)"
+    pid = h.restore(expect_pid=p.pid)
+    after = tree_info(pid)
+    assert_same_tree({k: v for k, v in before.info.items() if k in keep},
+                     {k: v for k, v in after.items() if k in keep})
+    assert poll(lambda: len(numbers_in(out)[1]) >= at_dump + 20, 10), (
+        f"OUT stopped at {len(numbers_in(out)[1])} lines after restore (had {at_dump} at the "
+        f"dump)\nrestore.log:\n{log_excerpt(h.images)}")
+    stop_counter(h, pid)
+    n = assert_consecutive(out, at_dump + 20)
+    assert n >= at_dump + 20
+
+
+def test_dash_counter_pipeline_leave_running(h):
+    out = h.work / "count.out"
+    p = h.start_program(["dash", "-c", COUNTER_SCRIPT.format(out=out)])
+    assert poll(lambda: len(numbers_in(out)[1]) >= 10, 10), "the counter does not count"
+    dump_tree(h, p.pid, "--leave-running")
+    n = len(numbers_in(out)[1])
+    assert poll(lambda: len(numbers_in(out)[1]) >= n + 10, 10), "the counter stopped after -R"
+    for pid in tree_pids(p.pid):
+        if proc_stat(pid)["state"] != "Z":
+            assert_running_free(pid)
+    stop_counter(h, p.pid)
+    assert_consecutive(out, n + 10)
+
+
+def sleeper_state(root):
+    kids = sorted(children_of(root))
+    out = {}
+    for k in kids:
+        st = proc_stat(k)
+        with open(f"/proc/{k}/cmdline", "rb") as f:
+            cmd = f.read()
+        out[k] = (st["comm"], st["state"][0], st["ppid"], st["pgid"], st["sid"], cmd)
+    return out
+
+
+def test_dash_twenty_sleepers(h):
+    """dash with 20 `sleep 1000 &` in `wait`: after restore dash has the same 20 children (in
+    /proc/PID/task/PID/children), each still sleeping; when they are killed, dash's `wait`
+    returns and it exits 0 — it is really their parent."""
+    p = h.start_program(["dash", "-c", "for i in $(seq 20); do sleep 1000 & done; wait"])
+    assert poll(lambda: len(children_of(p.pid)) == 20 and all(
+        comm_of(k) == "sleep" for k in children_of(p.pid)), 10), (
+        f"dash has children {sorted(children_of(p.pid))}")
+    before = sleeper_state(p.pid)
+    info = tree_info(p.pid)
+    dump_tree(h, p.pid)
+    pid = h.restore(expect_pid=p.pid)
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        listed = sorted(int(x) for x in f.read().split())
+    assert listed == sorted(before), (
+        f"/proc/{pid}/task/{pid}/children lists {listed}, expected {sorted(before)}\n"
+        f"restore.log:\n{log_excerpt(h.images)}")
+    assert_same_tree(info, tree_info(pid))
+    time.sleep(1.0)  # the sleepers' restarted sleeps must not end early
+    after = sleeper_state(pid)
+    assert after == before, f"the sleepers changed:\nwas {before}\nnow {after}"
+    assert all(v[1] == "S" for v in after.values()), after
+    for k in before:
+        with open(f"/proc/{k}/syscall") as f:
+            nr = int(f.read().split()[0])
+        assert nr in (35, 230), f"sleep {k} is in system call {nr}, not nanosleep/clock_nanosleep"
+    for k in before:
+        os.kill(k, signal.SIGTERM)
+    status = h.wait_gone(pid, timeout=10)
+    assert status == 0, f"dash exited with {status} once its children were killed"
+
+
+# ---------------------------------------------------------------------------------------------
+# What is not supported is refused, and the tree keeps running
+
+
+@pytest.mark.parametrize("kind", ["tcp", "fifo"])
+def test_dump_refuses_unsupported_in_tree(h, kind):
+    """A dash tree in which one process holds something Cryo cannot dump (a TCP socket in the
+    socket subject, a FIFO in dash itself): the dump exits non-zero with an `Error:` line
+    naming it, and every process of the tree runs on, untraced and unharmed."""
+    fifo = h.work / "fifo"
+    os.mkfifo(fifo)
+    sock_out, sock_pid = h.work / "socket.out", h.work / "socket.pid"
+    sock = f"{h.bins['socket']} --out {sock_out} --pidfile {sock_pid} --kind tcp"
+    script = {"tcp": f"{sock} & sleep 1000 & wait",
+              "fifo": f"exec 3<>{fifo}; sleep 1000 & wait"}[kind]
+    p = h.start_program(["dash", "-c", script])
+    if kind == "tcp":
+        assert poll(lambda: sock_pid.exists() and sock_pid.read_text().strip(), 10)
+        holder = int(sock_pid.read_text())
+        assert holder in children_of(p.pid)
+    else:
+        holder = p.pid
+        assert poll(lambda: os.path.exists(f"/proc/{p.pid}/fd/3"), 10)
+    want = ["sleep", "socket"] if kind == "tcp" else ["sleep"]
+    assert poll(lambda: sorted(map(str, map(comm_of, children_of(p.pid)))) == want, 10), (
+        f"dash's children did not become {want}")
+    info = tree_info(p.pid)
+    cp = h.dump(p.pid, check=False)
+    assert cp.returncode != 0, f"the dump succeeded:\n{cp.stderr}"
+    assert 0 < cp.returncode < 128, f"cryo crashed ({cp.returncode}):\n{cp.stderr}"
+    errors = [l for l in cp.stderr.splitlines() if l.startswith("Error: ")]
+    assert errors, f"no 'Error:' line:\n{cp.stderr}"
+    word = {"tcp": "socket", "fifo": "fifo"}[kind]
+    assert word in cp.stderr.lower() and str(holder) in cp.stderr, (
+        f"the error names neither {word!r} nor pid {holder}:\n{cp.stderr}")
+    assert_same_tree(info, tree_info(p.pid), what="after the refused dump")
+    assert_tree_running(p.pid, info)
+    if kind == "tcp":
+        os.kill(holder, signal.SIGTERM)
+        assert poll(lambda: sock_out.exists() and sock_out.read_text(), 20)
+        assert sock_out.read_text() == "PASS\n", sock_out.read_text()
+    for k in children_of(p.pid):
+        if comm_of(k) == "sleep":
+            os.kill(k, signal.SIGTERM)
+    assert h.wait_gone(p.pid, timeout=20) == 0
