@@ -466,6 +466,14 @@ def test_tree_dump_of_restored(h):
     h.finish(pid)
 
 
+def test_eventfds_notices_a_missing_signal(hs):
+    """Not vacuous (no cryo): told to expect a SIGUSR2 from outside that never comes, the
+    subject FAILs — so in the round trips the one sent after the restore did arrive."""
+    s = hs.start_subject("eventfds", "--expect-usr2", "1")
+    text = hs.finish(s.pid, expect="FAIL")
+    assert text.startswith("FAIL: ") and "SIGUSR2 from outside" in text, text
+
+
 def test_tree_notices_a_lost_grandchild(hs):
     """Not vacuous (no cryo): a grandchild killed behind the tree's back is a FAIL naming it."""
     s = hs.start_subject("tree")
@@ -612,6 +620,26 @@ def test_dash_counter_pipeline(h):
     stop_counter(h, pid)
     n = assert_consecutive(out, at_dump + 20)
     assert n >= at_dump + 20
+
+
+def test_dash_counter_pipeline_restored_twice(h):
+    """The same images restored twice (OUT put back as it was at the dump in between): both
+    times the count goes on from the dump, without a gap."""
+    out = h.work / "count.out"
+    p = h.start_program(["dash", "-c", COUNTER_SCRIPT.format(out=out)])
+    assert poll(lambda: len(numbers_in(out)[1]) >= 10, 10), "the counter does not count"
+    sid = p.pid
+    dump_tree(h, p.pid)
+    at_dump = assert_consecutive(out, 10)
+    files = h.snapshot()
+    for attempt in (1, 2):
+        pid = h.restore(expect_pid=p.pid)
+        assert poll(lambda: len(numbers_in(out)[1]) >= at_dump + 10, 10), (
+            f"restore {attempt}: OUT stopped at {len(numbers_in(out)[1])} lines (had {at_dump})")
+        stop_counter(h, pid)
+        assert_consecutive(out, at_dump + 10)
+        wait_tree_gone([pid], sid)
+        h.restore_snapshot(files)
 
 
 def test_dash_counter_pipeline_leave_running(h):
