@@ -672,9 +672,14 @@ def test_dash_twenty_sleepers(h):
     /proc/PID/task/PID/children), each still sleeping; when they are killed, dash's `wait`
     returns and it exits 0 — it is really their parent."""
     p = h.start_program(["dash", "-c", "for i in $(seq 20); do sleep 1000 & done; wait"])
-    assert poll(lambda: len(children_of(p.pid)) == 20 and all(
-        comm_of(k) == "sleep" for k in children_of(p.pid)), 10), (
-        f"dash has children {sorted(children_of(p.pid))}")
+    def all_asleep():
+        kids = children_of(p.pid)
+        try:
+            return len(kids) == 20 and all(
+                comm_of(k) == "sleep" and proc_stat(k)["state"] == "S" for k in kids)
+        except FileNotFoundError:
+            return False
+    assert poll(all_asleep, 10), f"dash has children {sorted(children_of(p.pid))}"
     before = sleeper_state(p.pid)
     info = tree_info(p.pid)
     dump_tree(h, p.pid)
