@@ -194,14 +194,7 @@ final class TreeBuilder {
         // Children: forked from this process now, so they inherit its files.
         for child in tree.children(of: pid) {
             try Restorer.checkPidFree(child.pid)
-            try process.memory.write(UInt64(child.pid), at: scratch + 128)
-            var args = cl_clone_args()
-            args.exit_signal = UInt64(SIGCHLD)
-            args.set_tid = scratch + 128
-            args.set_tid_size = 1
-            try withUnsafeBytes(of: &args) { try process.memory.write(scratch, $0) }
-            let new = try call("clone3 of process \(child.pid)", Syscall.clone3, scratch, UInt64(MemoryLayout<cl_clone_args>.size))
-            guard new == Int64(child.pid) else { throw CryoError("clone3 made process \(new), expected \(child.pid)") }
+            try clone(in: process, id: child.pid, flags: 0, exitSignal: SIGCHLD, what: "process")
             try Restorer.adoptNewChild(child.pid)
             made[child.pid] = try RemoteProcess.adoptRestoreChild(child.pid, helper: process.gadget, helperSize: Restorer.helperSize)
             try build(child, inherited: image.descriptors)
@@ -223,14 +216,8 @@ final class TreeBuilder {
 
         // Threads: cloned from the leader with their TIDs, so they share everything above.
         for tid in image.pstree.threads.map({ pid_t($0) }) where tid != pid {
-            try process.memory.write(UInt64(tid), at: scratch + 128)
-            var args = cl_clone_args()
-            args.flags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 // VM FS FILES SIGHAND THREAD SYSVSEM
-            args.set_tid = scratch + 128
-            args.set_tid_size = 1
-            try withUnsafeBytes(of: &args) { try process.memory.write(scratch, $0) }
-            let new = try call("clone3 of thread \(tid)", Syscall.clone3, scratch, UInt64(MemoryLayout<cl_clone_args>.size))
-            guard new == Int64(tid) else { throw CryoError("clone3 made thread \(new), expected \(tid)") }
+            try clone(in: process, id: tid, flags: 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000, // VM FS FILES SIGHAND THREAD SYSVSEM
+                      exitSignal: 0, what: "thread")
             let status: WaitStatus
             do { status = try WaitStatus.wait(tid) } catch { throw CryoError("waiting for new thread \(tid)", errno: error) }
             guard case .stopped = status else { throw CryoError("new thread \(tid) \(status)") }
@@ -240,6 +227,20 @@ final class TreeBuilder {
             try ThreadsResource.restore(image.cores[thread.tid]!, thread: thread, process)
         }
         if tc.hasSignalsS { try SignalsResource.restorePending(tc.signalsS, thread: nil, process) }
+    }
+
+    /// Makes process or thread `id` by a remote clone3 with set_tid in `process`'s leader.
+    private func clone(in process: RemoteProcess, id: pid_t, flags: UInt64, exitSignal: Int32, what: String) throws {
+        let scratch = process.scratch!.address
+        try process.memory.write(UInt64(id), at: scratch + 128)
+        var args = cl_clone_args()
+        args.flags = flags
+        args.exit_signal = UInt64(exitSignal)
+        args.set_tid = scratch + 128
+        args.set_tid_size = 1
+        try withUnsafeBytes(of: &args) { try process.memory.write(scratch, $0) }
+        let new = try process.checkedSyscall("clone3 of \(what) \(id)", Syscall.clone3, [scratch, UInt64(MemoryLayout<cl_clone_args>.size)])
+        guard new == Int64(id) else { throw CryoError("clone3 made \(what) \(new), expected \(id)") }
     }
 
     /// Joins process groups, sets credentials, turns zombies into zombies, and lets every
@@ -262,10 +263,7 @@ final class TreeBuilder {
         }
         for image in tree.processes.reversed() where image.isZombie {
             let process = made[image.pid]!
-            var name = Array(image.leader.tc.comm.utf8.prefix(15)) + [0]
-            name += [UInt8](repeating: 0, count: 16 - name.count)
-            try process.memory.write(name, at: process.scratch!.address)
-            try process.checkedSyscall("prctl(PR_SET_NAME)", Syscall.prctl, [15, process.scratch!.address])
+            try process.setName(image.leader.tc.comm, in: process.leader)
             try makeZombie(process, status: image.zombieStatus!)
         }
         for image in tree.processes.reversed() where !image.isZombie {

@@ -138,6 +138,15 @@ public final class RemoteProcess {
         try (thread ?? leader).checkedSyscall(number, args, gadget: gadget, what())
     }
 
+    /// Names `thread` (prctl PR_SET_NAME: at most 15 bytes and a NUL).
+    func setName(_ name: String, in thread: RemoteThread) throws {
+        var bytes = Array(name.utf8.prefix(15)) + [0]
+        bytes += [UInt8](repeating: 0, count: 16 - bytes.count)
+        let area = try scratchArea(size: 16)
+        try memory.write(bytes, at: area)
+        try checkedSyscall("prctl(PR_SET_NAME) in thread \(thread.tid)", Syscall.prctl, [15, area], in: thread)
+    }
+
     /// Maps (once) and returns a scratch area of at least `size` bytes in the process.
     public func scratchArea(size: Int = 65536) throws -> UInt64 {
         if let s = scratch, s.size >= size { return s.address }

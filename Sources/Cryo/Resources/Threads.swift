@@ -96,10 +96,7 @@ enum ThreadsResource {
         try call("set_tid_address", Syscall.set_tid_address, core.threadInfo.clearTidAddr_p)
         if tc.pdeathSig != 0 { try call("prctl(PR_SET_PDEATHSIG)", Syscall.prctl, 1, UInt64(tc.pdeathSig)) }
         if tc.hasComm {
-            var name = Array(tc.comm.utf8.prefix(15)) + [0]
-            name += [UInt8](repeating: 0, count: 16 - name.count)
-            try process.memory.write(name, at: area)
-            try call("prctl(PR_SET_NAME)", Syscall.prctl, 15, area)
+            try process.setName(tc.comm, in: thread)
         }
         if tc.hasSchedNice && tc.schedNice != 0 {
             _ = try process.syscall(140 /* setpriority */, 0, 0, UInt64(bitPattern: Int64(tc.schedNice)), in: thread)
