@@ -33,9 +33,14 @@ struct FileTable {
     /// Character devices a process may keep open across a checkpoint: they carry no state.
     static let statelessDevices: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
 
+    /// A new file id: one per open file description in the whole tree.
+    private mutating func takeID() -> UInt32 {
+        defer { nextID += 1 }
+        return nextID
+    }
+
     private mutating func add(path: String, flags: UInt32, pos: UInt64, st: stat) -> UInt32 {
-        let id = nextID
-        nextID += 1
+        let id = takeID()
         var reg = RegFileEntry()
         reg.id = id
         reg.flags = flags
@@ -60,8 +65,7 @@ struct FileTable {
     }
 
     private mutating func addPipe(inode: UInt32, flags: UInt32) -> UInt32 {
-        let id = nextID
-        nextID += 1
+        let id = takeID()
         var pipe = PipeEntry()
         pipe.id = id
         pipe.pipeID = inode
@@ -167,14 +171,12 @@ struct FileTable {
             if let twin = seenByInode[inode, default: []].first(where: { Self.sameDescription($0.pid, $0.fd, pid, fd) }) {
                 entry.id = twin.id
             } else if let unix {
-                let id = nextID
-                nextID += 1
+                let id = takeID()
                 files.append(try UnixSocketResource.entry(id: id, flags: openFlags & ~UInt32(O_CLOEXEC), socket: unix, pid: pid, fd: fd))
                 if unix.receive_queue > 0 { socketReaders.append((id, unix.type, pid, fd)) }
                 entry.id = id
             } else if let eventKind {
-                let id = nextID
-                nextID += 1
+                let id = takeID()
                 files.append(try EventFileResource.entry(id: id, kind: eventKind, flags: openFlags & ~UInt32(O_CLOEXEC),
                                                          fdinfo: try proc.text("fdinfo/\(fd)"), pid: pid, fd: fd))
                 entry.id = id
