@@ -57,10 +57,11 @@ SUBJECT_ARGS = {
     "fdshare": ["--dir", "{work}"],
     "eventfds": [],
     "shmem": [],
+    "fifos": ["--dir", "{work}"],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0
@@ -575,7 +576,8 @@ class Harness:
     # -- files ---------------------------------------------------------------------------------
 
     def snapshot(self, root: Path | None = None) -> dict[Path, tuple[bytes, os.stat_result]]:
-        """Contents and stat of every regular file under root (default: the work dir)."""
+        """Contents and stat of every regular file under root (default: the work dir); FIFOs
+        with contents None (they are kept as they are)."""
         root = root or self.work
         snap = {}
         for dirpath, _, files in os.walk(root):
@@ -584,6 +586,8 @@ class Harness:
                 st = os.lstat(p)
                 if stat.S_ISREG(st.st_mode):
                     snap[p] = (p.read_bytes(), st)
+                elif stat.S_ISFIFO(st.st_mode):
+                    snap[p] = (None, st)
         return snap
 
     def restore_snapshot(self, snap, root: Path | None = None) -> None:
@@ -596,6 +600,10 @@ class Harness:
                 if p not in snap:
                     p.unlink()
         for p, (data, st) in snap.items():
+            if data is None:
+                if not p.exists():
+                    os.mkfifo(p, stat.S_IMODE(st.st_mode))
+                continue
             fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 os.ftruncate(fd, 0)

@@ -502,6 +502,49 @@ def test_pipes_big_capacity(h):
     h.finish(pid)
 
 
+def test_fifos_data_in_image(h):
+    """The FIFOs' buffers are in fifo-data.img (left's 5000 bytes, rd's 100, chan's messages),
+    each FIFO entry points at a path entry of the FIFO, and the tree continues from them."""
+    s = start_tree(h, "fifos")
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    sizes = sorted(e.get("bytes", 0) for e in crit_decode(h.images / "fifo-data.img")["entries"])
+    assert 5000 in sizes and 100 in sizes and len(sizes) == 3, f"fifo-data.img holds {sizes}"
+    files = {e["id"]: e for e in crit_decode(h.images / "files.img")["entries"]}
+    fifos = [e for e in files.values() if e["type"] == "FIFO"]
+    assert len(fifos) == 6, f"expected 6 FIFO descriptions (chan x2, left, rd x3): {fifos}"
+    for f in fifos:
+        path = files[f["fifo"]["regf_id"]]["reg"]["name"]
+        assert Path(path).name in {"chan", "left", "rd"}, path
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+def test_fifos_notice_lost_data(hs):
+    """Not vacuous (no cryo): 8 bytes taken out of `chan` and one out of `left` from outside
+    make the subject FAIL naming both."""
+    s = hs.start_subject("fifos")
+    time.sleep(0.2)  # A has filled chan by now
+    for name, count in (("chan", 8), ("left", 1)):
+        fd = os.open(s.work / name, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert len(os.read(fd, count)) == count, f"nothing to read in {name}"
+        finally:
+            os.close(fd)
+    text = hs.finish(s.pid, expect="FAIL")
+    assert "chan" in text and "left" in text, text
+
+
+def test_fifo_removed_before_restore_fails_cleanly(h):
+    """A FIFO that is gone at restore time: a clear error naming it, nothing left behind."""
+    s = start_tree(h, "fifos")
+    dump_tree(h, s.pid)
+    (h.work / "left").unlink()
+    cp = h.restore(check=False)
+    assert cp.returncode != 0 and "left" in cp.stderr and "Error:" in cp.stderr, cp.stderr
+    assert not pid_exists(s.pid)
+
+
 def test_pipes_notice_a_forged_ack(hs):
     """Not vacuous (no cryo): a record written into the ack pipe from outside (through
     /proc/PID/fd) breaks the sequence and the subject says so."""
@@ -711,14 +754,14 @@ def test_dash_twenty_sleepers(h):
 @pytest.mark.parametrize("kind", ["tcp", "fifo"])
 def test_dump_refuses_unsupported_in_tree(h, kind):
     """A dash tree in which one process holds something Cryo cannot dump (a TCP socket in the
-    socket subject, a FIFO in dash itself): the dump exits non-zero with an `Error:` line
+    socket subject, a FIFO deleted while open in dash itself): the dump exits non-zero with an `Error:` line
     naming it, and every process of the tree runs on, untraced and unharmed."""
     fifo = h.work / "fifo"
     os.mkfifo(fifo)
     sock_out, sock_pid = h.work / "socket.out", h.work / "socket.pid"
     sock = f"{h.bins['socket']} --out {sock_out} --pidfile {sock_pid} --kind tcp"
     script = {"tcp": f"{sock} & sleep 1000 & wait",
-              "fifo": f"exec 3<>{fifo}; sleep 1000 & wait"}[kind]
+              "fifo": f"exec 3<>{fifo}; rm {fifo}; sleep 1000 & wait"}[kind]
     p = h.start_program(["dash", "-c", script])
     if kind == "tcp":
         assert poll(lambda: sock_pid.exists() and sock_pid.read_text().strip(), 10)
@@ -726,7 +769,7 @@ def test_dump_refuses_unsupported_in_tree(h, kind):
         assert holder in children_of(p.pid)
     else:
         holder = p.pid
-        assert poll(lambda: os.path.exists(f"/proc/{p.pid}/fd/3"), 10)
+        assert poll(lambda: os.path.exists(f"/proc/{p.pid}/fd/3") and not fifo.exists(), 10)
     want = ["sleep", "socket"] if kind == "tcp" else ["sleep"]
     assert poll(lambda: sorted(map(str, map(comm_of, children_of(p.pid)))) == want, 10), (
         f"dash's children did not become {want}")

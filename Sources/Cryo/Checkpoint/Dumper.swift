@@ -174,7 +174,8 @@ public enum Dumper {
         if !locks.isEmpty { try images.write("file-locks.img", magic: .fileLocks, locks) }
         try images.write("files.img", magic: .files, files.files)
         if let queues = try files.socketQueuesImage() { try images.writeFile("sk-queues.img", queues) }
-        if !files.pipeIDs.isEmpty { try images.writeFile("pipes-data.img", try files.pipesDataImage()) }
+        if let data = try files.pipesDataImage() { try images.writeFile("pipes-data.img", data) }
+        if let data = try files.fifoDataImage() { try images.writeFile("fifo-data.img", data) }
         try images.write("pstree.img", magic: .pstree, pstree)
 
         var inventory = InventoryEntry()

@@ -122,6 +122,10 @@ struct TreeImage {
             for id in p.fileIDs.sorted() {
                 guard let f = files[id] else { throw CryoError("cannot restore: files.img has no entry for file id \(id) (process \(p.pid))") }
                 try f.verifyForRestore()
+                if f.hasFifo {
+                    guard let path = files[f.fifo.regfID] else { throw CryoError("cannot restore: files.img has no path entry \(f.fifo.regfID) for FIFO id \(id)") }
+                    try path.verifyForRestore()
+                }
             }
         }
         return image

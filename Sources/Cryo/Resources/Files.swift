@@ -21,6 +21,8 @@ struct FileTable {
     private var socketReaders: [(id: UInt32, type: UInt8, pid: pid_t, fd: Int32)] = []
     /// Every pipe seen.
     private(set) var pipeIDs = Set<UInt32>()
+    /// For each FIFO (by inode): one (pid, fd) open on it, to copy its buffer.
+    private var fifos: [UInt32: (pid: pid_t, fd: Int32)] = [:]
     /// Every fd seen so far, by inode, to find open file descriptions shared across processes.
     private var seenByInode: [String: [(pid: pid_t, fd: Int32, id: UInt32)]] = [:]
     private var nextID: UInt32 = 1
@@ -105,11 +107,23 @@ struct FileTable {
     }
 
     /// `pipes-data.img`: what is buffered in each pipe that some process of the tree reads.
-    func pipesDataImage() throws -> [UInt8] {
+    func pipesDataImage() throws -> [UInt8]? {
+        guard !pipeIDs.isEmpty else { return nil }
         var image = ImageCodec.header(for: .pipesData)
         for id in pipeIDs.sorted() {
             guard let reader = pipeReaders[id] else { continue }
             let (entry, data) = try PipeResource.capture(pipeID: id, pid: reader.pid, readEnd: reader.fd)
+            try PipeResource.append(entry, data, to: &image)
+        }
+        return image
+    }
+
+    /// `fifo-data.img`: what is buffered in each FIFO the tree has open.
+    func fifoDataImage() throws -> [UInt8]? {
+        guard !fifos.isEmpty else { return nil }
+        var image = ImageCodec.header(for: .fifoData)
+        for (id, user) in fifos.sorted(by: { $0.key < $1.key }) {
+            let (entry, data) = try FifoResource.capture(pipeID: id, pid: user.pid, fd: user.fd)
             try PipeResource.append(entry, data, to: &image)
         }
         return image
@@ -153,6 +167,7 @@ struct FileTable {
             let openFlags = UInt32(info["flags"].flatMap { UInt32($0, radix: 8) } ?? 0)
             let pos = UInt64(info["pos"] ?? "0") ?? 0
             let isPipe = target.hasPrefix("pipe:")
+            let isFifo = !isPipe && st.st_mode & S_IFMT == S_IFIFO && target.hasPrefix("/") && !target.hasSuffix(" (deleted)")
             let eventKind = EventFileResource.kinds[target]
             var unix: cl_unix_socket?
             if target.hasPrefix("socket:") {
@@ -160,10 +175,10 @@ struct FileTable {
                 unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
                 if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
             }
-            if !isPipe && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            if !isPipe && !isFifo && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : unix != nil ? .unixsk : eventKind ?? .reg
+            entry.type = isPipe ? .pipe : isFifo ? .fifo : unix != nil ? .unixsk : eventKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -179,6 +194,14 @@ struct FileTable {
                 let id = takeID()
                 files.append(try EventFileResource.entry(id: id, kind: eventKind, flags: openFlags & ~UInt32(O_CLOEXEC),
                                                          fdinfo: try proc.text("fdinfo/\(fd)"), pid: pid, fd: fd))
+                entry.id = id
+            } else if isFifo {
+                // The path and open flags go in a regular-file entry of their own, as CRIU does.
+                let inode = UInt32(truncatingIfNeeded: st.st_ino)
+                let path = add(path: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: 0, st: st)
+                let id = takeID()
+                files.append(FifoResource.entry(id: id, regfID: path, inode: inode))
+                fifos[inode] = fifos[inode] ?? (pid, fd)
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
@@ -208,7 +231,7 @@ struct FileTable {
         let what = "fd \(fd) of process \(pid) is"
         let type = st.st_mode & S_IFMT
         if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
-        if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)); Cryo cannot dump FIFOs yet") }
+        if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)) that has no path any more; Cryo cannot dump it") }
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
@@ -229,7 +252,7 @@ struct FileTable {
 extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
-        if (type == .pipe && hasPipe) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
+        if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
             || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
@@ -321,11 +344,12 @@ enum FilesRestore {
     }
 }
 
-/// Files Cryo creates itself on restore (pipes, eventfd, timerfd, signalfd, epoll), one
+/// Files Cryo creates itself on restore (pipes, FIFOs, sockets, eventfd, timerfd, signalfd, epoll), one
 /// Cryo-side fd per open file description, handed to every process that had it.
 final class FileObjects {
     let pipes: PipeTable
     let sockets: UnixSocketTable
+    let fifos: FifoTable
     /// Every file entry of the dump (a socket's peer is found among them).
     var allFiles: [UInt32: FileEntry] = [:]
     private var created: [UInt32: Int32] = [:]
@@ -334,6 +358,7 @@ final class FileObjects {
     init(_ images: ImageDirectory) throws {
         pipes = try PipeTable(images)
         sockets = try UnixSocketTable(images)
+        fifos = try FifoTable(images)
     }
 
     deinit { for fd in created.values { close(fd) } }
@@ -342,6 +367,7 @@ final class FileObjects {
     func descriptor(for file: FileEntry) throws -> Int32 {
         if file.type == .pipe { return try pipes.descriptor(for: file) }
         if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
+        if file.type == .fifo { return try fifos.descriptor(for: file, path: allFiles[file.fifo.regfID]) }
         if let fd = created[file.id] { return fd }
         let fd = try EventFileResource.create(file)
         created[file.id] = fd

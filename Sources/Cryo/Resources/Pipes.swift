@@ -16,26 +16,31 @@ enum PipeResource {
     static func capture(pipeID: UInt32, pid: pid_t, readEnd: Int32) throws -> (PipeDataEntry, [UInt8]) {
         let local = try takeDescriptor(pid: pid, fd: readEnd)
         defer { close(local) }
+        return try capture(pipeID: pipeID, through: local, what: "pipe:[\(pipeID)] (fd \(readEnd) of process \(pid))")
+    }
+
+    /// The buffered data of a pipe or FIFO, read through Cryo's own read end `local`.
+    static func capture(pipeID: UInt32, through local: Int32, what: String) throws -> (PipeDataEntry, [UInt8]) {
         let capacity = fcntl(local, getPipeSize)
-        guard capacity > 0 else { throw CryoError("F_GETPIPE_SZ on fd \(readEnd) of process \(pid)", errno: Errno(rawValue: errnoValue)) }
+        guard capacity > 0 else { throw CryoError("F_GETPIPE_SZ on \(what)", errno: Errno(rawValue: errnoValue)) }
         var ends: [Int32] = [0, 0]
         guard makePipe(&ends, O_CLOEXEC | O_NONBLOCK) == 0 else { throw CryoError("pipe2", errno: Errno(rawValue: errnoValue)) }
         defer { close(ends[0]); close(ends[1]) }
         guard fcntl(ends[1], setPipeSize, capacity) >= capacity else {
-            throw CryoError("cannot size a pipe to \(capacity) bytes to copy pipe:[\(pipeID)]", errno: Errno(rawValue: errnoValue))
+            throw CryoError("cannot size a pipe to \(capacity) bytes to copy \(what)", errno: Errno(rawValue: errnoValue))
         }
         var data: [UInt8] = []
         // tee(2) with SPLICE_F_NONBLOCK (2): duplicates without consuming.
         let n = cl_raw_syscall6(276, Int(local), Int(ends[1]), Int(capacity), 2, 0, 0)
         if n < 0 && n != -Int(EAGAIN) {
-            throw CryoError("cannot copy the contents of pipe:[\(pipeID)] (fd \(readEnd) of process \(pid))", errno: Errno(rawValue: Int32(-n)))
+            throw CryoError("cannot copy the contents of \(what)", errno: Errno(rawValue: Int32(-n)))
         }
         if n > 0 {
             data = [UInt8](repeating: 0, count: n)
             var done = 0
             while done < n {
                 let r = data.withUnsafeMutableBytes { read(ends[0], $0.baseAddress! + done, n - done) }
-                guard r > 0 else { throw CryoError("reading the copy of pipe:[\(pipeID)]", errno: Errno(rawValue: errnoValue)) }
+                guard r > 0 else { throw CryoError("reading the copy of \(what)", errno: Errno(rawValue: errnoValue)) }
                 done += r
             }
         }
@@ -52,11 +57,26 @@ enum PipeResource {
         image += data
     }
 
-    /// Reads `pipes-data.img` (absent: no pipe had data).
-    static func load(_ images: ImageDirectory) throws -> [UInt32: (size: Int32, data: [UInt8])] {
-        guard images.contains("pipes-data.img") else { return [:] }
+    /// Gives a new pipe (or FIFO) the capacity `size` and fills it with `data`, written
+    /// through `writeEnd`.
+    static func refill(_ writeEnd: Int32, size: Int32, data: [UInt8], what: String) throws {
+        if size > 0 && fcntl(writeEnd, setPipeSize, size) < 0 {
+            throw CryoError("cannot give \(what) its capacity of \(size) bytes", errno: Errno(rawValue: errnoValue))
+        }
+        var done = 0
+        while done < data.count {
+            let n = data.withUnsafeBytes { write(writeEnd, $0.baseAddress! + done, data.count - done) }
+            guard n > 0 else { throw CryoError("refilling \(what)", errno: Errno(rawValue: errnoValue)) }
+            done += n
+        }
+    }
+
+    /// Reads `pipes-data.img` or `fifo-data.img` (absent: no pipe had data).
+    static func load(_ images: ImageDirectory, name: String = "pipes-data.img",
+                     magic: ImageMagic = .pipesData) throws -> [UInt32: (size: Int32, data: [UInt8])] {
+        guard images.contains(name) else { return [:] }
         var result: [UInt32: (Int32, [UInt8])] = [:]
-        for (entry, data) in try images.readWithPayloads("pipes-data.img", magic: .pipesData, as: PipeDataEntry.self,
+        for (entry, data) in try images.readWithPayloads(name, magic: magic, as: PipeDataEntry.self,
                                                          payloadLength: { Int($0.bytes) }) {
             result[entry.pipeID] = (Int32(entry.size), data)
         }
@@ -102,17 +122,7 @@ final class PipeTable {
         var ends: [Int32] = [0, 0]
         guard makePipe(&ends, O_CLOEXEC) == 0 else { throw CryoError("pipe2 for pipe:[\(id)]", errno: Errno(rawValue: errnoValue)) }
         pipes[id] = (ends[0], ends[1])
-        if let c = contents[id] {
-            if c.size > 0 && fcntl(ends[1], PipeResource.setPipeSize, c.size) < 0 {
-                throw CryoError("cannot give pipe:[\(id)] its capacity of \(c.size) bytes", errno: Errno(rawValue: errnoValue))
-            }
-            var done = 0
-            while done < c.data.count {
-                let n = c.data.withUnsafeBytes { write(ends[1], $0.baseAddress! + done, c.data.count - done) }
-                guard n > 0 else { throw CryoError("refilling pipe:[\(id)]", errno: Errno(rawValue: errnoValue)) }
-                done += n
-            }
-        }
+        if let c = contents[id] { try PipeResource.refill(ends[1], size: c.size, data: c.data, what: "pipe:[\(id)]") }
         return (ends[0], ends[1])
     }
 }
