@@ -58,10 +58,11 @@ SUBJECT_ARGS = {
     "eventfds": [],
     "shmem": [],
     "fifos": ["--dir", "{work}"],
+    "memfds": [],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0

@@ -535,6 +535,30 @@ def test_fifos_notice_lost_data(hs):
     assert "chan" in text and "left" in text, text
 
 
+def test_memfds_in_image(h):
+    """memfd.img names every memfd with its size and seals; only the pages that hold data are
+    stored (cryo-data's 16 pattern pages and R's counter page, not its holes); every mapping of
+    a memfd is marked VMA_AREA_MEMFD and points at a MEMFD file entry."""
+    s = start_tree(h, "memfds")
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    inodes = {e["name"]: e for e in crit_decode(h.images / "memfd.img")["entries"]}
+    assert set(inodes) == {"cryo-data", "cryo-sealed", "cryo-priv", "cryo-hidden"}, inodes
+    assert inodes["cryo-data"]["size"] == 256 * 4096 + 100
+    # F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
+    assert inodes["cryo-sealed"]["seals"] == 0xf, inodes["cryo-sealed"]
+    pages = sum(e.get("nr_pages", 0) for e in crit_decode(
+        h.images / f"pagemap-shmem-{inodes['cryo-data']['shmid']}.img")["entries"])
+    assert pages == 17, f"cryo-data: {pages} pages stored, expected 16 of pattern + 1 counter page"
+    files = {e["id"]: e for e in crit_decode(h.images / "files.img")["entries"]}
+    vmas = crit_decode(h.images / f"mm-{s.pid}.img")["entries"][0]["vmas"]
+    memfd_vmas = [v for v in vmas if int(v["status"]) & (1 << 14)]
+    assert len(memfd_vmas) == 3, memfd_vmas
+    assert all(files[v["shmid"]]["type"] == "MEMFD" for v in memfd_vmas), memfd_vmas
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
 def test_fifo_removed_before_restore_fails_cleanly(h):
     """A FIFO that is gone at restore time: a clear error naming it, nothing left behind."""
     s = start_tree(h, "fifos")

@@ -169,7 +169,8 @@ public enum Dumper {
             let mm: MmEntry = try images.readOne("mm-\(m.pid).img", magic: .mm)
             for v in mm.vmas where v.status & MemoryResource.anonShared != 0 { sharedMaps[v.shmid, default: []].append((process, v)) }
         }
-        try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
+        let nextPagesID = try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
+        try MemfdResource.dump(files.memfds, firstPagesID: nextPagesID, images: images, stats: &stats)
         try GhostFileResource.write(files.ghosts, to: images)
         if !locks.isEmpty { try images.write("file-locks.img", magic: .fileLocks, locks) }
         try images.write("files.img", magic: .files, files.files)

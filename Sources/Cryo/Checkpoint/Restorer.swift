@@ -161,7 +161,7 @@ final class TreeBuilder {
         try FileLockResource.restore(tree.locks, process)
         let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
         pagesRestored += try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,
-                                                   shared: shared, sharing: &sharing, openRemote: openRemote, log: log)
+                                                   shared: shared, memfds: objects.memfds, sharing: &sharing, openRemote: openRemote, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
         let mm = image.mm
@@ -247,6 +247,7 @@ final class TreeBuilder {
     /// process go with its own registers.
     func finish() throws {
         try shared.removeSpares()
+        try objects.memfds.applySeals()
         for image in tree.processes where !image.isZombie {
             let process = made[image.pid]!
             if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {

@@ -31,6 +31,11 @@ struct FileTable {
     /// Deleted files, with the id of the entry each stands for.
     private(set) var ghosts: [(origID: UInt32, entry: GhostFileEntry, data: [UInt8])] = []
     private var pathIDs: [String: UInt32] = [:]
+    /// The memfds of the tree, in `memfd.img` order (inode id = index + 1): the link text and a
+    /// path Cryo can read each through.
+    private(set) var memfds: [(inodeID: UInt32, target: String, openPath: String)] = []
+    /// "dev:ino" of each memfd -> its inode id.
+    private var memfdIDs: [String: UInt32] = [:]
 
     /// Character devices a process may keep open across a checkpoint: they carry no state.
     static let statelessDevices: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
@@ -63,6 +68,28 @@ struct FileTable {
         let (ghost, data) = try GhostFileResource.capture(openPath: openPath, shownAs: target, st: st, limit: ghostLimit)
         let id = add(path: GhostFileResource.originalPath(target), flags: flags, pos: pos, st: st)
         ghosts.append((id, ghost, data))
+        return id
+    }
+
+    private mutating func addMemfd(target: String, openPath: String, flags: UInt32, pos: UInt64, st: stat) -> UInt32 {
+        let key = "\(st.st_dev):\(st.st_ino)"
+        let inodeID = memfdIDs[key] ?? UInt32(memfds.count + 1)
+        if memfdIDs[key] == nil {
+            memfdIDs[key] = inodeID
+            memfds.append((inodeID, target, openPath))
+        }
+        let id = takeID()
+        var m = MemfdFileEntry()
+        m.id = id
+        m.flags = flags
+        m.pos = pos
+        m.fown = Self.noOwner
+        m.inodeID = inodeID
+        var file = FileEntry()
+        file.type = .memfd
+        file.id = id
+        file.memfd = m
+        files.append(file)
         return id
     }
 
@@ -136,6 +163,14 @@ struct FileTable {
             let open = "/proc/\(pid)/map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))"
             var st = stat()
             guard stat(open, &st) == 0 else { throw CryoError("cannot stat \(open)", errno: Errno(rawValue: errnoValue)) }
+            if MemfdResource.isMemfd(path) {
+                // Two memfds may have one name: they are told apart by inode.
+                let key = "memfd \(st.st_dev):\(st.st_ino)"
+                if let id = pathIDs[key] { return id }
+                let id = addMemfd(target: path, openPath: open, flags: UInt32(O_RDWR), pos: 0, st: st)
+                pathIDs[key] = id
+                return id
+            }
             let id = try addGhost(openPath: open, target: path, flags: UInt32(O_RDONLY), pos: 0, st: st)
             pathIDs[path] = id
             return id
@@ -167,6 +202,7 @@ struct FileTable {
             let openFlags = UInt32(info["flags"].flatMap { UInt32($0, radix: 8) } ?? 0)
             let pos = UInt64(info["pos"] ?? "0") ?? 0
             let isPipe = target.hasPrefix("pipe:")
+            let isMemfd = MemfdResource.isMemfd(target) && st.st_mode & S_IFMT == S_IFREG
             let isFifo = !isPipe && st.st_mode & S_IFMT == S_IFIFO && target.hasPrefix("/") && !target.hasSuffix(" (deleted)")
             let eventKind = EventFileResource.kinds[target]
             var unix: cl_unix_socket?
@@ -178,7 +214,7 @@ struct FileTable {
             if !isPipe && !isFifo && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : isFifo ? .fifo : unix != nil ? .unixsk : eventKind ?? .reg
+            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : eventKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -205,6 +241,8 @@ struct FileTable {
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
+            } else if isMemfd {
+                entry.id = addMemfd(target: target, openPath: "\(proc.path)/fd/\(fd)", flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
             } else if target.hasSuffix(" (deleted)") {
                 entry.id = try addGhost(openPath: "\(proc.path)/fd/\(fd)", target: target, flags: openFlags & ~UInt32(O_CLOEXEC), pos: pos, st: st)
             } else {
@@ -252,7 +290,7 @@ struct FileTable {
 extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
-        if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
+        if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .memfd && hasMemfd) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
             || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
@@ -344,12 +382,13 @@ enum FilesRestore {
     }
 }
 
-/// Files Cryo creates itself on restore (pipes, FIFOs, sockets, eventfd, timerfd, signalfd, epoll), one
+/// Files Cryo creates itself on restore (pipes, FIFOs, memfds, sockets, eventfd, timerfd, signalfd, epoll), one
 /// Cryo-side fd per open file description, handed to every process that had it.
 final class FileObjects {
     let pipes: PipeTable
     let sockets: UnixSocketTable
     let fifos: FifoTable
+    let memfds: MemfdTable
     /// Every file entry of the dump (a socket's peer is found among them).
     var allFiles: [UInt32: FileEntry] = [:]
     private var created: [UInt32: Int32] = [:]
@@ -359,6 +398,7 @@ final class FileObjects {
         pipes = try PipeTable(images)
         sockets = try UnixSocketTable(images)
         fifos = try FifoTable(images)
+        memfds = try MemfdTable(images)
     }
 
     deinit { for fd in created.values { close(fd) } }
@@ -368,6 +408,7 @@ final class FileObjects {
         if file.type == .pipe { return try pipes.descriptor(for: file) }
         if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
         if file.type == .fifo { return try fifos.descriptor(for: file, path: allFiles[file.fifo.regfID]) }
+        if file.type == .memfd { return try memfds.descriptor(for: file) }
         if let fd = created[file.id] { return fd }
         let fd = try EventFileResource.create(file)
         created[file.id] = fd

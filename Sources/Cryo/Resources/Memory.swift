@@ -55,6 +55,7 @@ enum MemoryResource {
                     let path = try ProcDirectory(pid: pid).link("map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))")
                     e.shmid = UInt64(try files.mappedFile(path: path, pid: pid, mapping: m))
                     status |= m.shared ? fileShared : filePrivate
+                    if MemfdResource.isMemfd(path) { status |= MemfdResource.areaMemfd }
                 } else if m.shared {
                     throw CryoError("process \(pid) has a shared anonymous mapping at 0x\(String(m.start, radix: 16))-0x\(String(m.end, radix: 16)) (\(m.name.isEmpty ? "MAP_SHARED|MAP_ANONYMOUS" : m.name)); Cryo cannot dump those yet")
                 } else {
@@ -301,7 +302,7 @@ enum MemoryRestore {
     /// `parent` keeps the private mappings it has exactly as the parent, and only the pages that
     /// differ are written, so pages the two shared stay shared (and memory use stays as it was).
     static func restore(_ process: RemoteProcess, _ image: ProcessImage, parent: ProcessImage?, files: [UInt32: FileEntry],
-                        shared: SharedMemoryTable, sharing: inout Sharing,
+                        shared: SharedMemoryTable, memfds: MemfdTable, sharing: inout Sharing,
                         openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
         let helper = process.gadget
         let helperEnd = helper + UInt64(Restorer.helperSize)
@@ -355,7 +356,8 @@ enum MemoryRestore {
                 let id = UInt32(v.shmid)
                 if let open = fileFDs[id] { fd = open } else {
                     let writable = v.status & MemoryResource.fileShared != 0 && v.prot & UInt32(PROT_WRITE) != 0
-                    fd = try openRemote(files[id]!.reg.name, writable ? O_RDWR : O_RDONLY)
+                    let file = files[id]!
+                    fd = try openRemote(file.hasMemfd ? try memfds.pathToMap(file) : file.reg.name, writable ? O_RDWR : O_RDONLY)
                     fileFDs[id] = fd
                 }
             }

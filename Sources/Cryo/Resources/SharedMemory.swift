@@ -21,8 +21,10 @@ enum SharedMemoryResource {
 
     /// Saves the pages of every shared anonymous object the tree maps. `maps` lists, per object,
     /// the (process, VMA) pairs that map it; pages are read from a process that has them.
+    /// Returns the next free pages file id.
+    @discardableResult
     static func dump(_ maps: [UInt64: [(RemoteProcess, VmaEntry)]], firstPagesID: UInt32, images: ImageDirectory,
-                     stats: inout DumpStatistics) throws {
+                     stats: inout DumpStatistics) throws -> UInt32 {
         var pagesID = firstPagesID
         for (shmid, users) in maps.sorted(by: { $0.key < $1.key }) {
             // Object page offset -> where to read it.
@@ -41,33 +43,45 @@ enum SharedMemoryResource {
                     }
                 }
             }
-            var head = PagemapHead()
-            head.pagesID = pagesID
-            var pagemapImage = ImageCodec.header(for: .pagemap)
-            try ImageCodec.appendEntry(head, to: &pagemapImage)
-            var data: [UInt8] = []
-            var run: PagemapEntry?
-            for offset in present.keys.sorted() {
+            let offsets = present.keys.sorted()
+            try writeObject(shmid: shmid, pagesID: pagesID, offsets: offsets, images: images) { offset in
                 let (process, address) = present[offset]!
-                data += try process.memory.read(address, count: 4096)
-                if var r = run, r.vaddr + UInt64(r.nrPages) * 4096 == offset {
-                    r.nrPages += 1
-                    run = r
-                } else {
-                    if let r = run { try ImageCodec.appendEntry(r, to: &pagemapImage) }
-                    var e = PagemapEntry()
-                    e.vaddr = offset
-                    e.nrPages = 1
-                    e.flags = MemoryResource.pagePresent
-                    run = e
-                }
+                return try process.memory.read(address, count: 4096)
             }
-            if let r = run { try ImageCodec.appendEntry(r, to: &pagemapImage) }
             stats.pagesWritten += UInt64(present.count)
-            try images.writeFile("pages-\(pagesID).img", data)
-            try images.writeFile(pagemapName(shmid), pagemapImage)
             pagesID += 1
         }
+        return pagesID
+    }
+
+    /// Writes one object's pagemap (`pagemap-shmem-SHMID.img`) and pages file (`pages-ID.img`):
+    /// the pages at `offsets` (sorted), each read by `page`.
+    static func writeObject(shmid: UInt64, pagesID: UInt32, offsets: [UInt64], images: ImageDirectory,
+                            page: (UInt64) throws -> [UInt8]) throws {
+        var head = PagemapHead()
+        head.pagesID = pagesID
+        var pagemapImage = ImageCodec.header(for: .pagemap)
+        try ImageCodec.appendEntry(head, to: &pagemapImage)
+        var data: [UInt8] = []
+        data.reserveCapacity(offsets.count * 4096)
+        var run: PagemapEntry?
+        for offset in offsets {
+            data += try page(offset)
+            if var r = run, r.vaddr + UInt64(r.nrPages) * 4096 == offset {
+                r.nrPages += 1
+                run = r
+            } else {
+                if let r = run { try ImageCodec.appendEntry(r, to: &pagemapImage) }
+                var e = PagemapEntry()
+                e.vaddr = offset
+                e.nrPages = 1
+                e.flags = MemoryResource.pagePresent
+                run = e
+            }
+        }
+        if let r = run { try ImageCodec.appendEntry(r, to: &pagemapImage) }
+        try images.writeFile("pages-\(pagesID).img", data)
+        try images.writeFile(pagemapName(shmid), pagemapImage)
     }
 
     /// One object's saved pages: (offset in the object, bytes).

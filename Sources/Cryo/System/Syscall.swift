@@ -55,4 +55,5 @@ public enum Syscall {
     public static let pidfd_open = 434
     public static let clone3 = 435
     public static let pidfd_getfd = 438
+    public static let memfd_create = 319
 }
