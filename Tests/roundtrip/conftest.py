@@ -59,10 +59,11 @@ SUBJECT_ARGS = {
     "shmem": [],
     "fifos": ["--dir", "{work}"],
     "memfds": [],
+    "usockets": ["--dir", "{work}"],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0

@@ -4,6 +4,7 @@ it failed on, never harm a dump's target, and never leave a half-restored proces
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 
@@ -95,6 +96,33 @@ def test_unix_socketpair_with_queued_data_round_trip(h):
     pid = h.restore()
     assert pid == s.pid
     h.finish(pid)
+
+
+PENDING_LISTENER = """
+import socket, sys, time
+name = "\\0" + sys.argv[1]  # abstract
+l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+l.bind(name); l.listen(4)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.connect(name)  # never accepted
+open(sys.argv[2], "w").write("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_dump_listener_with_unaccepted_connection_refused(h):
+    """A listening unix socket (abstract name) with a connection not yet accepted: refused,
+    naming the socket, and the program runs on with its listener and the pending connection."""
+    name, ready = f"cryo-pending-{os.getpid()}", h.work / "ready"
+    p = h.start_program(["python3", "-c", PENDING_LISTENER, name, ready], log=h.work / "log")
+    assert poll(ready.exists, 10), f"the program did not get ready: {(h.work / 'log').read_text()}"
+    cp = h.dump(p.pid, check=False)
+    assert_clean_failure(cp, "not yet accepted", str(p.pid))
+    assert p.poll() is None, "the program died"
+    h.check_running(p.pid)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect("\0" + name)  # the listener still takes connections
 
 
 def test_dump_images_dir_missing(h):

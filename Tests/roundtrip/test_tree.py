@@ -15,6 +15,7 @@ Then: real programs from Debian (dash, cat, sleep, seq) and a dump that must be 
 import ctypes
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -24,6 +25,7 @@ import pytest
 
 from conftest import (CRIT, TREE_SUBJECTS, assert_running_free, our_children, pid_exists,
                       poll, session_members)
+from test_errors import assert_clean_failure
 from test_images import crit_decode
 
 SETTLE = 0.3  # seconds a tree runs after a restore before it is told to finish
@@ -556,6 +558,47 @@ def test_memfds_in_image(h):
     assert len(memfd_vmas) == 3, memfd_vmas
     assert all(files[v["shmid"]]["type"] == "MEMFD" for v in memfd_vmas), memfd_vmas
     pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+def test_usockets_in_image(h):
+    """Listeners keep their backlog, names (path with its file mode, abstract with its leading
+    NUL) are in files.img, accepted connections carry their listener's name, and the socket
+    files the dump found are still there after the restore."""
+    s = start_tree(h, "usockets")
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    socks = [e["usk"] for e in crit_decode(h.images / "files.img")["entries"] if e["type"] == "UNIXSK"]
+    srv = [u for u in socks if u.get("name", "").startswith(str(h.work / "srv.sock"))]
+    assert sorted(u["state"] for u in srv) == [1, 10], srv
+    listener = next(u for u in srv if u["state"] == 10)
+    assert listener["backlog"] == 7 and listener["file_perms"]["mode"] & 0o7777 == 0o640, listener
+    assert any(u.get("name", "").startswith("=00cryo-seq-") for u in socks), socks
+    assert not any(u["state"] == 10 and "gone.sock" in u.get("name", "") for u in socks), (
+        "gone.sock's listener was closed: it must not be in the dump")
+    pid = restore_and_compare(h, s, before)
+    for name in ("srv.sock", "gone.sock", "dg.sock"):
+        assert stat.S_ISSOCK(os.lstat(h.work / name).st_mode), f"{name} is not a socket file"
+    h.finish(pid)
+
+
+def test_restore_unix_name_taken_by_live_socket(h):
+    """Between dump and restore someone listens on the path a dumped socket was bound to:
+    the restore fails naming the path, leaves no process, and that listener is untouched."""
+    s = start_tree(h, "usockets")
+    dump_tree(h, s.pid)
+    path = s.work / "srv.sock"
+    path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as squatter:
+        squatter.bind(str(path))
+        squatter.listen(1)
+        cp = h.restore(check=False)
+        assert_clean_failure(cp, str(path))
+        assert not pid_exists(s.pid), "a process of the failed restore is left"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(str(path))
+    path.unlink()
+    pid = h.restore()
     h.finish(pid)
 
 
