@@ -18,6 +18,10 @@
  *         the mapping shows the change, the file does not; its fd is O_RDONLY (reopened through
  *         /proc/self/fd) at offset 4096.
  * hidden  "cryo-hidden", 8 KiB, mapped MAP_SHARED and its fd closed: only the mapping holds it.
+ * posix   POSIX shared memory (shm_open "/cryo-shm-PID", a file in /dev/shm), 64 KiB, mapped
+ *         MAP_SHARED by R before forking, its fd kept open; R and A bump their counters in it
+ *         too, and R checks both at the end. It stays in /dev/shm (the tests remove it), so
+ *         the same dump can be restored twice.
  */
 #include "subject.h"
 #include "family.h"
@@ -33,7 +37,9 @@ struct ctl {
 };
 
 static int data_fd, sealed_fd, priv_fd;
-static char *data_map, *priv_map, *hidden_map;
+static char *data_map, *priv_map, *hidden_map, *posix_map;
+static int posix_fd;
+static char posix_name[64];
 
 static uint8_t pattern(uint64_t i, uint64_t seed) { return (uint8_t)(splitmix64(seed * 7919 + i / 8) >> (8 * (i % 8))); }
 
@@ -48,11 +54,12 @@ static int make(const char *name, unsigned flags, size_t size)
 static void child(void *arg)
 {
     (void)arg;
-    struct ctl *c = (struct ctl *)data_map;
+    struct ctl *c = (struct ctl *)data_map, *pc = (struct ctl *)posix_map;
     uint64_t mine = 0;
     family_ready();
     while (!family_poll(1)) {
         c->counter[1]++;
+        pc->counter[1]++;
         mine++;
     }
     int64_t v[6] = { (int64_t)mine, lseek(data_fd, 0, SEEK_CUR), 0, 0, 0, 0 };
@@ -113,18 +120,32 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2 * PAGE; i++)
         hidden_map[i] = pattern(i, 3);
 
+    snprintf(posix_name, sizeof(posix_name), "/cryo-shm-%d", getpid());
+    posix_fd = shm_open(posix_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (posix_fd < 0 || ftruncate(posix_fd, 16 * PAGE) != 0)
+        die("shm_open %s", posix_name);
+    posix_map = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, posix_fd, 0);
+    if (posix_map == MAP_FAILED)
+        die("mmap posix");
+
     struct kid a;
     kid_spawn(&a, "memfds-A", child, NULL);
     subject_ready();
 
-    struct ctl *c = (struct ctl *)data_map;
+    struct ctl *c = (struct ctl *)data_map, *pc = (struct ctl *)posix_map;
     uint64_t mine = 0;
     while (!subject_stopping()) {
         c->counter[0]++;
+        pc->counter[0]++;
         mine++;
         sleep_ms(1);
     }
     kids_finish();
+    check(pc->counter[0] == mine, "posix: R's counter is %llu, R counted %llu",
+          (unsigned long long)pc->counter[0], (unsigned long long)mine);
+    check(a.nresults != 1 || pc->counter[1] == (uint64_t)a.result[0][0],
+          "posix: A's counter in R's mapping is %llu, A counted %lld (not shared?)",
+          (unsigned long long)pc->counter[1], (long long)a.result[0][0]);
     check(c->counter[0] == mine, "data: R's counter in the mapping is %llu, R counted %llu",
           (unsigned long long)c->counter[0], (unsigned long long)mine);
     if (check(a.nresults == 1, "no result from A")) {

@@ -578,8 +578,9 @@ class Harness:
     # -- files ---------------------------------------------------------------------------------
 
     def snapshot(self, root: Path | None = None) -> dict[Path, tuple[bytes, os.stat_result]]:
-        """Contents and stat of every regular file under root (default: the work dir); FIFOs
-        with contents None (they are kept as they are)."""
+        """Contents and stat of every regular file under root (default: the work dir, plus the
+        subjects' POSIX shared memory objects in /dev/shm); FIFOs with contents None (they are
+        kept as they are)."""
         root = root or self.work
         snap = {}
         for dirpath, _, files in os.walk(root):
@@ -590,7 +591,14 @@ class Harness:
                     snap[p] = (p.read_bytes(), st)
                 elif stat.S_ISFIFO(st.st_mode):
                     snap[p] = (None, st)
+        if root == self.work:
+            for p in self._shm_files():
+                snap[p] = (p.read_bytes(), os.lstat(p))
         return snap
+
+    def _shm_files(self) -> list[Path]:
+        """POSIX shared memory objects of this test's subjects: they name them /cryo-shm-PID."""
+        return [p for pid in self.tracked if (p := Path(f"/dev/shm/cryo-shm-{pid}")).exists()]
 
     def restore_snapshot(self, snap, root: Path | None = None) -> None:
         """Put files back as they were at snapshot() — in place (same inodes), same size,
@@ -666,6 +674,8 @@ class Harness:
                 if not our_children():
                     break
                 time.sleep(0.02)
+        for path in self._shm_files():
+            path.unlink(missing_ok=True)
         for m in reversed(self.mounts):
             r = subprocess.run(["umount", str(m)], capture_output=True, text=True)
             if r.returncode != 0:
