@@ -15,6 +15,9 @@
  * pong; once all three pongs equal the ping R increments it. A pings G the same way through
  * region 2. If the memory stopped being shared the pings would stall (after 20000 rounds
  * without progress the pinger gives up and FAILs). Region 3 is R's alone (a pattern).
+ * Region 4 (48 KiB), mapped by R before forking B: B writes a pattern to its pages 4-7 and
+ * unmaps it before "ready"; R reads those pages only at the end. No process has them in its
+ * page tables at the dump: they exist only in the shared object.
  * At SIGTERM every process stops and reports its own count: the counter in the shared page,
  * read by R (region 1) or A (region 2), must equal it; the patterns and the untouched pages
  * (zero) are checked by every process mapping them.
@@ -28,6 +31,7 @@
 #define R1_SIZE (256 * PAGE)
 #define R2_SIZE (16 * PAGE)
 #define R3_SIZE (32 * PAGE)
+#define R4_SIZE (12 * PAGE)
 #define STALL_ROUNDS 20000
 
 enum { ID_R, ID_A, ID_B, ID_G };
@@ -38,7 +42,7 @@ struct ctl {
     volatile uint64_t counter[4];
 };
 
-static char *r1;
+static char *r1, *r4;
 static struct ctl *c1; /* page 1 of region 1 */
 static int g_partial;
 
@@ -135,6 +139,9 @@ static void child_b(void *arg)
     (void)arg;
     if (g_partial && (munmap(r1, PAGE) != 0 || munmap(r1 + R1_SIZE - PAGE, PAGE) != 0))
         die("shmem-B: munmap");
+    fill(r4 + 4 * PAGE, 4 * PAGE, 4);
+    if (munmap(r4, R4_SIZE) != 0)
+        die("shmem-B: munmap region 4");
     pong_loop(c1, ID_B, NULL, 0, "shmem-B");
     check_region1("shmem-B");
 }
@@ -190,6 +197,9 @@ int main(int argc, char **argv)
     fill(r1 + 16 * PAGE, 16 * PAGE, 1);
     struct kid a, b;
     kid_spawn(&a, "shmem-A", child_a, NULL);
+    r4 = mmap(NULL, R4_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (r4 == MAP_FAILED)
+        die("mmap region 4");
     kid_spawn(&b, "shmem-B", child_b, NULL);
     char *r3 = mmap(NULL, R3_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (r3 == MAP_FAILED)
@@ -222,5 +232,7 @@ int main(int argc, char **argv)
     check_region1("shmem-R");
     const char *e = verify(r3, R3_SIZE / 2, 3, r3 + R3_SIZE / 2, R3_SIZE / 2);
     check(!e, "shmem-R: region 3: %s", e);
+    e = verify(r4 + 4 * PAGE, 4 * PAGE, 4, r4 + 8 * PAGE, R4_SIZE - 8 * PAGE);
+    check(!e, "shmem-R: region 4 (written by B only): %s", e);
     return subject_finish();
 }

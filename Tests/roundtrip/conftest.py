@@ -60,10 +60,11 @@ SUBJECT_ARGS = {
     "fifos": ["--dir", "{work}"],
     "memfds": [],
     "usockets": ["--dir", "{work}"],
+    "sysvshm": [],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0
@@ -676,12 +677,32 @@ class Harness:
                 time.sleep(0.02)
         for path in self._shm_files():
             path.unlink(missing_ok=True)
+        remove_sysv_segments({(n << 28) | pid for pid in self.tracked for n in (1, 2)})
         for m in reversed(self.mounts):
             r = subprocess.run(["umount", str(m)], capture_output=True, text=True)
             if r.returncode != 0:
                 subprocess.run(["umount", "-l", str(m)], capture_output=True)
         self.mounts.clear()
         return problems
+
+
+def sysv_segments() -> dict[int, int]:
+    """The System V shared memory segments of this IPC namespace: id -> key."""
+    out = {}
+    with open("/proc/sysvipc/shm") as f:
+        next(f)
+        for line in f:
+            key, shmid = line.split()[:2]
+            out[int(shmid)] = int(key) & 0xffffffff
+    return out
+
+
+def remove_sysv_segments(keys: set[int]) -> None:
+    """IPC_RMID every segment with one of these keys (subjects key theirs (n << 28) | PID)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for shmid, key in sysv_segments().items():
+        if key in keys:
+            libc.shmctl(shmid, 0, None)  # IPC_RMID
 
 
 @pytest.fixture(scope="session")

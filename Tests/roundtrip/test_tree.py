@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CRIT, TREE_SUBJECTS, assert_running_free, our_children, pid_exists,
+from conftest import (CRIT, TREE_SUBJECTS, sysv_segments, assert_running_free, our_children, pid_exists,
                       poll, session_members)
 from test_errors import assert_clean_failure
 from test_images import crit_decode
@@ -602,6 +602,50 @@ def test_restore_unix_name_taken_by_live_socket(h):
     h.finish(pid)
 
 
+def test_sysvshm_in_image(h):
+    """ipcns-shm-1.img holds the three segments with their keys, modes and sizes (the removed
+    one marked SHM_DEST), and the VMAs that attach them are VMA_AREA_SYSVIPC with the ids."""
+    s = start_tree(h, "sysvshm")
+    before = TreeState(s.pid)
+    segments = {k: i for i, k in sysv_segments().items()}
+    dump_tree(h, s.pid)
+    entries = {e["desc"]["id"]: e for e in crit_decode(h.images / "ipcns-shm-1.img")["entries"]}
+    data = entries[segments[(1 << 28) | s.pid]]
+    assert data["size"] == 256 * 4096 + 100 and data["desc"]["mode"] & 0o777 == 0o600, data
+    assert entries[segments[(2 << 28) | s.pid]]["desc"]["mode"] & 0o777 == 0o640
+    dest = [e for e in entries.values() if e["desc"]["mode"] & 0o1000]
+    assert len(entries) == 3 and len(dest) == 1 and dest[0]["desc"]["key"] == 0, entries
+    vmas = crit_decode(h.images / f"mm-{s.pid}.img")["entries"][0]["vmas"]
+    assert sorted(v["shmid"] for v in vmas if int(v["status"]) & (1 << 10)) == sorted(entries), vmas
+    pid = restore_and_compare(h, s, before)
+    h.finish(pid)
+
+
+def test_sysvshm_id_taken_fails_cleanly(h):
+    """The id of a dumped segment belongs to another segment at restore time: a clear error
+    naming the segment, no process left, the other segment untouched; once it is gone the
+    segment is made again with its id and key."""
+    s = start_tree(h, "sysvshm")
+    key = (1 << 28) | s.pid
+    shmid = {k: i for i, k in sysv_segments().items()}[key]
+    dump_tree(h, s.pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.shmctl(shmid, 0, None) == 0  # IPC_RMID
+    Path("/proc/sys/kernel/shm_next_id").write_text(f"{shmid}\n")
+    other = libc.shmget(0x7e57 << 16 | (s.pid & 0xffff), 4096, 0o1000 | 0o600)  # IPC_CREAT
+    try:
+        assert other == shmid, f"could not take id {shmid}: got {other}"
+        cp = h.restore(check=False)
+        assert_clean_failure(cp, str(shmid))
+        assert not pid_exists(s.pid), "a process of the failed restore is left"
+        assert sysv_segments().get(shmid) == 0x7e57 << 16 | (s.pid & 0xffff), "the other segment was touched"
+    finally:
+        libc.shmctl(other, 0, None)
+    pid = h.restore()
+    assert sysv_segments().get(shmid) == key, "the segment was not made again with its id and key"
+    h.finish(pid)
+
+
 def test_fifo_removed_before_restore_fails_cleanly(h):
     """A FIFO that is gone at restore time: a clear error naming it, nothing left behind."""
     s = start_tree(h, "fifos")
@@ -649,7 +693,7 @@ def test_shmem_partial_mapping(h):
 
 def test_shmem_same_object_in_maps(h):
     """/proc/PID/maps after restore: region 1 is one object (same device and inode) in all four
-    processes, region 2 in A and G only, region 3 in R only — three different objects."""
+    processes, region 2 in A and G only, regions 3 and 4 in R only — four different objects."""
     s = start_tree(h, "shmem")
     dump_tree(h, s.pid)
     pid = h.restore(expect_pid=s.pid)
@@ -657,16 +701,16 @@ def test_shmem_same_object_in_maps(h):
     for p in tree_pids(pid):
         comm = proc_stat(p)["comm"]
         for start, end, perms, off, dev, ino, name in maps_lines(p):
-            if perms[3] == "s" and (end - start) in (256 * 4096, 16 * 4096, 32 * 4096):
+            if perms[3] == "s" and (end - start) in (256 * 4096, 16 * 4096, 32 * 4096, 12 * 4096):
                 objects.setdefault((end - start) // 4096, {})[comm] = (dev, ino, start, name)
     names = {k: sorted(v) for k, v in objects.items()}
     assert names == {256: ["shmem-A", "shmem-B", "shmem-G", "shmem-R"],
-                     16: ["shmem-A", "shmem-G"], 32: ["shmem-R"]}, names
+                     16: ["shmem-A", "shmem-G"], 32: ["shmem-R"], 12: ["shmem-R"]}, names
     for pages, procs in objects.items():
         inodes = {v[:3] for v in procs.values()}
         assert len(inodes) == 1, f"the {pages}-page region is not one object at one address: {procs}"
     all_inodes = [next(iter(procs.values()))[:2] for procs in objects.values()]
-    assert len(set(all_inodes)) == 3, f"regions share an object: {objects}"
+    assert len(set(all_inodes)) == 4, f"regions share an object: {objects}"
     h.finish(pid)
 
 

@@ -164,11 +164,14 @@ public enum Dumper {
             pstree.append(entry)
         }
         var sharedMaps: [UInt64: [(RemoteProcess, VmaEntry)]] = [:]
+        var segments: [UInt64: (pid: pid_t, vma: VmaEntry)] = [:]
         for m in tree {
             guard let process = m.process else { continue }
             let mm: MmEntry = try images.readOne("mm-\(m.pid).img", magic: .mm)
             for v in mm.vmas where v.status & MemoryResource.anonShared != 0 { sharedMaps[v.shmid, default: []].append((process, v)) }
+            for v in mm.vmas where v.status & SysVSharedMemoryResource.areaSysVIPC != 0 { segments[v.shmid] = segments[v.shmid] ?? (m.pid, v) }
         }
+        try SysVSharedMemoryResource.dump(segments, images: images)
         let nextPagesID = try SharedMemoryResource.dump(sharedMaps, firstPagesID: UInt32(tree.count + 1), images: images, stats: &stats)
         try MemfdResource.dump(files.memfds, firstPagesID: nextPagesID, images: images, stats: &stats)
         try GhostFileResource.write(files.ghosts, to: images)

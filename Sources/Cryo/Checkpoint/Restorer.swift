@@ -134,7 +134,7 @@ final class TreeBuilder {
         self.log = log
         self.objects = try FileObjects(images)
         self.objects.allFiles = tree.files
-        self.shared = SharedMemoryTable(tree, images: images)
+        self.shared = try SharedMemoryTable(tree, images: images)
     }
 
     /// Rebuilds `image` in its (stopped) process, then its children. `inherited` is the fd
@@ -340,12 +340,14 @@ final class TreeBuilder {
         }
     }
 
-    /// Kills everything made so far (children first) and reaps the root.
+    /// Kills everything made so far (children first), reaps the root, and removes the SysV
+    /// segments it made.
     func killAll() {
         for (pid, process) in made {
             Glibc.kill(pid, SIGKILL)
             process.forget()
         }
         if let root = tree.processes.first?.pid { _ = try? WaitStatus.wait(root) }
+        shared.sysv.abandon()
     }
 }

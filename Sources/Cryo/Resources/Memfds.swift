@@ -48,23 +48,6 @@ enum MemfdResource {
         return (e, fd)
     }
 
-    /// The page offsets of `fd` that hold data (SEEK_DATA/SEEK_HOLE: holes are never stored).
-    static func dataPages(_ fd: FileDescriptor, size: UInt64) -> [UInt64] {
-        let seekData: Int32 = 3, seekHole: Int32 = 4  // SEEK_DATA, SEEK_HOLE
-        var pages: [UInt64] = []
-        var position = 0
-        while UInt64(position) < size {
-            let data = lseek(fd.rawValue, position, seekData)
-            if data < 0 { break }
-            var hole = lseek(fd.rawValue, data, seekHole)
-            if hole < 0 { hole = Int(size) }
-            var page = UInt64(data) & ~4095
-            while page < UInt64(hole) { pages.append(page); page += 4096 }
-            position = Int(page)
-        }
-        return pages
-    }
-
     /// Writes `memfd.img` and each memfd's contents; page files are numbered from `firstPagesID`.
     static func dump(_ memfds: [(inodeID: UInt32, target: String, openPath: String)], firstPagesID: UInt32, images: ImageDirectory,
                      stats: inout DumpStatistics) throws {
@@ -73,14 +56,9 @@ enum MemfdResource {
         for (index, m) in memfds.enumerated() {
             let (entry, fd) = try capture(openPath: m.openPath, target: m.target, inodeID: m.inodeID)
             defer { try? fd.close() }
-            let pages = dataPages(fd, size: entry.size)
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            try SharedMemoryResource.writeObject(shmid: UInt64(entry.shmid), pagesID: firstPagesID + UInt32(index), offsets: pages, images: images) { offset in
-                let n = buffer.withUnsafeMutableBytes { pread(fd.rawValue, $0.baseAddress, 4096, Int(offset)) }
-                guard n >= 0 else { throw CryoError("cannot read memfd \(entry.name) at \(offset)", errno: Errno(rawValue: errnoValue)) }
-                if n < 4096 { for i in n..<4096 { buffer[i] = 0 } }
-                return buffer
-            }
+            let pages = SharedMemoryResource.dataPages(fd, size: entry.size)
+            try SharedMemoryResource.writeObject(shmid: UInt64(entry.shmid), pagesID: firstPagesID + UInt32(index), offsets: pages,
+                                                 images: images, page: SharedMemoryResource.pageReader(fd, what: "memfd \(entry.name)"))
             stats.pagesWritten += UInt64(pages.count)
             entries.append(entry)
         }

@@ -47,7 +47,11 @@ enum MemoryResource {
             case "[heap]": status |= areaHeap | anonPrivate; flags |= MAP_ANONYMOUS
             case "[stack]": status |= areaStack | anonPrivate; flags |= MAP_ANONYMOUS
             default:
-                if SharedMemoryResource.isSharedAnonymous(m) {
+                if SysVSharedMemoryResource.isSysV(m) {
+                    try SysVSharedMemoryResource.checkAttach(m, pid: pid)
+                    e.shmid = m.inode
+                    status |= SysVSharedMemoryResource.areaSysVIPC
+                } else if SharedMemoryResource.isSharedAnonymous(m) {
                     e.shmid = m.inode
                     status |= anonShared
                     flags |= MAP_ANONYMOUS
@@ -78,13 +82,13 @@ enum MemoryResource {
     /// Whether the pages of a VMA belong in the image (private memory the process may have
     /// changed). Shared file mappings keep their contents in the file; vdso/vvar are the kernel's.
     static func dumpsPages(_ vma: VmaEntry) -> Bool {
-        vma.status & (areaVdso | areaVvar | areaVsyscall | fileShared | anonShared) == 0 && vma.status & areaRegular != 0
+        vma.status & (areaVdso | areaVvar | areaVsyscall | fileShared | anonShared | SysVSharedMemoryResource.areaSysVIPC) == 0
+            && vma.status & areaRegular != 0
     }
 
     /// Finds the pages worth saving in `[start, end)`: present or swapped, not the zero page,
     /// and not still identical to the file (PAGEMAP_SCAN, one ioctl for many ranges).
-    /// With `includeShared`, shared memory pages (which the kernel counts as file pages) too.
-    static func touchedRanges(pagemap: FileDescriptor, start: UInt64, end: UInt64, includeShared: Bool = false) throws -> [Range<UInt64>] {
+    static func touchedRanges(pagemap: FileDescriptor, start: UInt64, end: UInt64) throws -> [Range<UInt64>] {
         var result: [Range<UInt64>] = []
         var regions = [cl_page_region](repeating: cl_page_region(), count: 512)
         var cursor = start
@@ -95,7 +99,7 @@ enum MemoryResource {
             arg.end = end
             arg.vec_len = UInt64(regions.count)
             // Want: (PRESENT or SWAPPED) and not FILE and not PFNZERO.
-            let excluded = includeShared ? CL_PAGE_IS_PFNZERO : CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO
+            let excluded = CL_PAGE_IS_FILE | CL_PAGE_IS_PFNZERO
             arg.category_inverted = UInt64(excluded)
             arg.category_mask = UInt64(excluded)
             arg.category_anyof_mask = UInt64(CL_PAGE_IS_PRESENT | CL_PAGE_IS_SWAPPED)
@@ -314,7 +318,7 @@ enum MemoryRestore {
         if let parent {
             let theirs = Set(parent.mm.vmas.map(MappingKey.init))
             kept = vmas.filter { v in
-                v.status & (MemoryResource.anonShared | MemoryResource.fileShared | MemoryResource.areaVsyscall) == 0
+                v.status & (MemoryResource.anonShared | MemoryResource.fileShared | MemoryResource.areaVsyscall | SysVSharedMemoryResource.areaSysVIPC) == 0
                     && theirs.contains(MappingKey(v)) && !(v.start < helperEnd && helper < v.end)
             }
         }
@@ -347,7 +351,7 @@ enum MemoryRestore {
         var fileFDs: [UInt32: UInt64] = [:]
         defer { for fd in fileFDs.values { _ = try? process.syscall(Syscall.close, fd) } }
         let specials = MemoryResource.areaVdso | MemoryResource.areaVvar | MemoryResource.areaVsyscall
-        for v in vmas where v.status & (specials | MemoryResource.anonShared) == 0 && !keptStarts.contains(v.start) {
+        for v in vmas where v.status & (specials | MemoryResource.anonShared | SysVSharedMemoryResource.areaSysVIPC) == 0 && !keptStarts.contains(v.start) {
             var prot = v.prot
             if withPages.contains(v.start) { prot |= UInt32(PROT_WRITE) }
             let flags = UInt64(v.flags) | UInt64(MAP_FIXED)
@@ -370,6 +374,9 @@ enum MemoryRestore {
         // cannot sit where one of them must go.
         for v in vmas where v.status & MemoryResource.anonShared != 0 && v.status & specials == 0 {
             try shared.map(v, into: process)
+        }
+        for v in vmas where v.status & SysVSharedMemoryResource.areaSysVIPC != 0 {
+            try shared.sysv.attach(v, into: process, log: log)
         }
         log.debug("\(vmas.count) mappings made")
         // 4. Pages, copied straight from the image's page cache into the process; in kept

@@ -20,38 +20,56 @@ enum SharedMemoryResource {
     static func pagemapName(_ shmid: UInt64) -> String { "pagemap-shmem-\(shmid).img" }
 
     /// Saves the pages of every shared anonymous object the tree maps. `maps` lists, per object,
-    /// the (process, VMA) pairs that map it; pages are read from a process that has them.
+    /// the (process, VMA) pairs that map it. Each object is read as the file it is (through
+    /// `/proc/PID/map_files/`), with its holes skipped: a page some process wrote and no process
+    /// has in its page tables any more (it unmapped it, or exited) is still saved.
     /// Returns the next free pages file id.
     @discardableResult
     static func dump(_ maps: [UInt64: [(RemoteProcess, VmaEntry)]], firstPagesID: UInt32, images: ImageDirectory,
                      stats: inout DumpStatistics) throws -> UInt32 {
         var pagesID = firstPagesID
         for (shmid, users) in maps.sorted(by: { $0.key < $1.key }) {
-            // Object page offset -> where to read it.
-            var present: [UInt64: (RemoteProcess, UInt64)] = [:]
-            for (process, vma) in users {
-                let pagemap: FileDescriptor
-                do { pagemap = try FileDescriptor.open(FilePath("/proc/\(process.pid)/pagemap"), .readOnly, options: [.closeOnExec]) }
-                catch { throw CryoError("cannot open /proc/\(process.pid)/pagemap", errno: error as? Errno ?? .ioError) }
-                defer { try? pagemap.close() }
-                for range in try MemoryResource.touchedRanges(pagemap: pagemap, start: vma.start, end: vma.end, includeShared: true) {
-                    var a = range.lowerBound
-                    while a < range.upperBound {
-                        let offset = vma.pgoff + (a - vma.start)
-                        if present[offset] == nil { present[offset] = (process, a) }
-                        a += 4096
-                    }
-                }
-            }
-            let offsets = present.keys.sorted()
-            try writeObject(shmid: shmid, pagesID: pagesID, offsets: offsets, images: images) { offset in
-                let (process, address) = present[offset]!
-                return try process.memory.read(address, count: 4096)
-            }
-            stats.pagesWritten += UInt64(present.count)
+            let (process, vma) = users[0]
+            let path = "/proc/\(process.pid)/map_files/\(String(vma.start, radix: 16))-\(String(vma.end, radix: 16))"
+            let object: FileDescriptor
+            do { object = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec]) }
+            catch { throw CryoError("cannot open shared memory object \(shmid) through \(path)", errno: error as? Errno ?? .ioError) }
+            defer { try? object.close() }
+            let size = users.map { $0.1.pgoff + $0.1.end - $0.1.start }.max()!
+            let offsets = dataPages(object, size: size)
+            try writeObject(shmid: shmid, pagesID: pagesID, offsets: offsets, images: images, page: pageReader(object, what: "shared memory object \(shmid)"))
+            stats.pagesWritten += UInt64(offsets.count)
             pagesID += 1
         }
         return pagesID
+    }
+
+    /// The page offsets of a shmem file below `size` that hold data (SEEK_DATA/SEEK_HOLE).
+    static func dataPages(_ fd: FileDescriptor, size: UInt64) -> [UInt64] {
+        let seekData: Int32 = 3, seekHole: Int32 = 4  // SEEK_DATA, SEEK_HOLE
+        var pages: [UInt64] = []
+        var position = 0
+        while UInt64(position) < size {
+            let data = lseek(fd.rawValue, position, seekData)
+            if data < 0 { break }
+            var hole = lseek(fd.rawValue, data, seekHole)
+            if hole < 0 || UInt64(hole) > size { hole = Int(size) }
+            var page = UInt64(data) & ~4095
+            while page < UInt64(hole) { pages.append(page); page += 4096 }
+            position = Int(page)
+        }
+        return pages
+    }
+
+    /// Reads 4 KiB pages of `fd` by offset (zero past its end), for `writeObject`.
+    static func pageReader(_ fd: FileDescriptor, what: String) -> (UInt64) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        return { offset in
+            let n = buffer.withUnsafeMutableBytes { pread(fd.rawValue, $0.baseAddress, 4096, Int(offset)) }
+            guard n >= 0 else { throw CryoError("cannot read \(what) at offset \(offset)", errno: Errno(rawValue: errnoValue)) }
+            if n < 4096 { for i in n..<4096 { buffer[i] = 0 } }
+            return buffer
+        }
     }
 
     /// Writes one object's pagemap (`pagemap-shmem-SHMID.img`) and pages file (`pages-ID.img`):
@@ -111,9 +129,12 @@ final class SharedMemoryTable {
     private var objects: [UInt64: (owner: RemoteProcess, start: UInt64, length: UInt64)] = [:]
     /// The size of each object: the furthest any VMA maps it.
     private let sizes: [UInt64: UInt64]
+    /// System V segments, attached rather than mapped.
+    let sysv: SysVSegmentTable
 
-    init(_ tree: TreeImage, images: ImageDirectory) {
+    init(_ tree: TreeImage, images: ImageDirectory) throws {
         self.images = images
+        sysv = try SysVSegmentTable(images)
         var sizes: [UInt64: UInt64] = [:]
         for p in tree.processes {
             for v in p.mm.vmas where v.status & MemoryResource.anonShared != 0 {
@@ -148,11 +169,13 @@ final class SharedMemoryTable {
         guard UInt64(address) == v.start else { throw CryoError("shared memory landed at 0x\(String(address, radix: 16)), not 0x\(String(v.start, radix: 16))") }
     }
 
-    /// Removes the spare mappings from their owners (once every process has mapped its objects).
+    /// Removes the spare mappings from their owners, and SysV segments that were removed while
+    /// attached (once every process has mapped its objects).
     func removeSpares() throws {
         for (shmid, o) in objects {
             try o.owner.checkedSyscall("munmap of the spare mapping of shared memory object \(shmid)", Syscall.munmap, [o.start, o.length])
         }
         objects.removeAll()
+        try sysv.removeDestroyed()
     }
 }

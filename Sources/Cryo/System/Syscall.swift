@@ -56,4 +56,5 @@ public enum Syscall {
     public static let clone3 = 435
     public static let pidfd_getfd = 438
     public static let memfd_create = 319
+    public static let shmat = 30
 }
