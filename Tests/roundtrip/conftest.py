@@ -57,8 +57,9 @@ SUBJECT_ARGS = {
     "fdshare": ["--dir", "{work}"],
     "eventfds": [],
     "shmem": [],
+    "posixtimers": [],
 }
-ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
+ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
 TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem"]
 

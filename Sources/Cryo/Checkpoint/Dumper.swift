@@ -209,6 +209,7 @@ enum ProcessDump {
         tc.blkSigset = process.leader.stoppedSignalMask
         tc.comm = try proc.text("comm").trimmingCharacters(in: "\n")
         tc.timers = try TimersResource.dump(process)
+        tc.timers.posix = try PosixTimersResource.dump(process)
         tc.rlimits = try LimitsResource.dump(process)
         tc.sigactions = try SignalsResource.dumpActions(process)
         var shared: [siginfo_t]
