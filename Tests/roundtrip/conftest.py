@@ -58,8 +58,9 @@ SUBJECT_ARGS = {
     "eventfds": [],
     "shmem": [],
     "posixtimers": [],
+    "inotify": ["--dir", "{work}"],
 }
-ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers"]
+ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers", "inotify"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
 TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem"]
 

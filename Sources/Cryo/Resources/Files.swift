@@ -153,7 +153,8 @@ struct FileTable {
             let openFlags = UInt32(info["flags"].flatMap { UInt32($0, radix: 8) } ?? 0)
             let pos = UInt64(info["pos"] ?? "0") ?? 0
             let isPipe = target.hasPrefix("pipe:")
-            let eventKind = EventFileResource.kinds[target]
+            // anon_inode files Cryo recreates itself from their fdinfo.
+            let eventKind = EventFileResource.kinds[target] ?? InotifyResource.kinds[target]
             var unix: cl_unix_socket?
             if target.hasPrefix("socket:") {
                 if unixSockets == nil { unixSockets = try UnixSocketResource.table() }
@@ -177,8 +178,10 @@ struct FileTable {
                 entry.id = id
             } else if let eventKind {
                 let id = takeID()
-                files.append(try EventFileResource.entry(id: id, kind: eventKind, flags: openFlags & ~UInt32(O_CLOEXEC),
-                                                         fdinfo: try proc.text("fdinfo/\(fd)"), pid: pid, fd: fd))
+                let fdinfo = try proc.text("fdinfo/\(fd)")
+                let flags = openFlags & ~UInt32(O_CLOEXEC)
+                files.append(eventKind == .inotify ? try InotifyResource.entry(id: id, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd)
+                                                   : try EventFileResource.entry(id: id, kind: eventKind, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
@@ -209,6 +212,9 @@ struct FileTable {
         let type = st.st_mode & S_IFMT
         if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
         if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)); Cryo cannot dump FIFOs yet") }
+        if target == "anon_inode:[fanotify]" {
+            throw CryoError("\(what) a fanotify group (\(target)); Cryo cannot dump fanotify groups and their marks yet")
+        }
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
@@ -231,6 +237,7 @@ extension FileEntry {
     func verifyForRestore() throws {
         if (type == .pipe && hasPipe) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
             || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
+        if type == .inotify && hasIfy { return try InotifyResource.verifyForRestore(self) }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
         guard stat(reg.name, &st) == 0 else {
@@ -321,7 +328,7 @@ enum FilesRestore {
     }
 }
 
-/// Files Cryo creates itself on restore (pipes, eventfd, timerfd, signalfd, epoll), one
+/// Files Cryo creates itself on restore (pipes, eventfd, timerfd, signalfd, epoll, inotify), one
 /// Cryo-side fd per open file description, handed to every process that had it.
 final class FileObjects {
     let pipes: PipeTable
@@ -343,7 +350,7 @@ final class FileObjects {
         if file.type == .pipe { return try pipes.descriptor(for: file) }
         if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
         if let fd = created[file.id] { return fd }
-        let fd = try EventFileResource.create(file)
+        let fd = file.type == .inotify ? try InotifyResource.create(file) : try EventFileResource.create(file)
         created[file.id] = fd
         return fd
     }
