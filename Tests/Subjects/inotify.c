@@ -2,10 +2,10 @@
  * inotify — two inotify instances whose watches have sparse wd numbers.
  *
  *   inotify --out OUT --pidfile PID --dir DIR [--expect-outside NAME] [--watch-extra PATH]
- *           [--fanotify 1]
+ *           [--fanotify 1] [--skip-wds N]
  *
  * DIR/watched/ (a directory), DIR/watched/a and DIR/b are made at start.
- *   fd "events"  IN_NONBLOCK. wds 1..5 are used and removed first, so the watches get sparse
+ *   fd "events"  IN_NONBLOCK. wds 1..N (--skip-wds, 5) are used and removed first, so the watches get sparse
  *                numbers: DIR/watched (IN_CREATE|IN_DELETE|IN_MOVED_TO) and DIR/b
  *                (IN_MODIFY|IN_CLOSE_WRITE). The loop reads it every 10 ms: every event must
  *                come from one of those wds; IN_CREATE names seen are remembered.
@@ -136,8 +136,9 @@ int main(int argc, char **argv)
     g_oneshot = inotify_init1(IN_CLOEXEC);
     if (g_events < 0 || g_oneshot < 0)
         die("inotify_init1");
-    /* Sparse wds: 1..5 used and given back (wds are handed out cyclically). */
-    for (int i = 0; i < 5; i++) {
+    /* Sparse wds: 1..N used and given back (wds are handed out cyclically). */
+    long skip = opt_long("--skip-wds", 5);
+    for (long i = 0; i < skip; i++) {
         int wd = inotify_add_watch(g_events, b, IN_MODIFY);
         if (wd < 0 || inotify_rm_watch(g_events, wd) != 0)
             die("burning wd %d", wd);

@@ -73,3 +73,29 @@ def test_inotify_restore_refuses_a_missing_watched_file(h):
     (s.work / "b.moved").rename(s.work / "b")
     pid = h.restore(expect_pid=s.pid)
     h.finish(pid)
+
+
+def test_inotify_high_wds(h):
+    """Watches numbered past 20000 (the subject used up 20000 wds first) get their numbers back:
+    Cryo skips the wds below them on a throwaway inode, and none of the IN_IGNORED events that
+    leaves (more than the queue holds) reaches the subject."""
+    s = h.start_subject("inotify", "--skip-wds", "20000")
+    before = watches(s.pid)
+    assert min(int(w[0], 16) for ws in before.values() for w in ws if int(w[0], 16) > 1) > 20000, before
+    h.dump(s)
+    pid = h.restore(expect_pid=s.pid)
+    assert watches(pid) == before
+    h.finish(pid)
+
+
+def test_inotify_on_tmpfs(h):
+    """Watches on a tmpfs mount: its file handles open back on the mount too."""
+    mnt = h.work / "tmpfs"
+    mnt.mkdir()
+    h.mount_tmpfs(mnt, "size=1m")
+    s = h.start_subject("inotify", "--dir", str(mnt), defaults=False)
+    before = watches(s.pid)
+    h.dump(s)
+    pid = h.restore(expect_pid=s.pid)
+    assert watches(pid) == before
+    h.finish(pid)
