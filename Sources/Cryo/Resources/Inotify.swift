@@ -16,22 +16,24 @@ import SystemPackage
 /// cyclically (the next free number after the last one given), so the numbers below each wanted wd
 /// are used up by adding and removing a throwaway watch (as CRIU does, but on a memfd rather than
 /// the watched path: see `create`); the IN_IGNORED events that leaves are read off the queue
-/// before the process gets the fd. Events that were queued but
-/// unread at dump time are lost (CRIU loses them too): the kernel offers no way to read them
-/// without consuming them, nor to queue them again.
+/// before the process gets the fd. Events that were queued but unread at dump time are lost (CRIU
+/// loses them too): the kernel offers no way to read them without consuming them, nor to queue
+/// them again.
 enum InotifyResource {
     /// The link of an inotify fd (no brackets, unlike the other anon_inode kinds).
     static let kinds: [String: FdTypes] = ["anon_inode:inotify": .inotify]
     /// CRIU's `FhEntry` keeps a handle as 16 u64 words (`FH_ENTRY_SIZES__min_entries`).
     static let handleWords = 16
 
+    /// x86_64 numbers of the calls Cryo makes itself, on its side (the instance is handed over).
     static let inotifyInit1 = 294
     static let inotifyAddWatch = 254
     static let inotifyRmWatch = 255
     static let openByHandleAt = 304
     static let memfdCreate = 319
+    /// IN_DONT_FOLLOW: watch a symlink itself rather than what it points to.
     static let inDontFollow: UInt32 = 0x0200_0000
-    /// openPath, which Swift's Glibc does not export.
+    /// O_PATH, which Swift's Glibc does not export.
     static let openPath: Int32 = 0o10_000_000
 
     /// A userspace `dev_t` (as `stat` gives it) in the kernel's encoding, as fdinfo's `sdev`:
@@ -61,10 +63,10 @@ enum InotifyResource {
             w.sDev = UInt32(try hex("sdev"))
             w.mask = UInt32(try hex("mask"))
             w.ignoredMask = UInt32(try hex("ignored_mask"))
-            guard watch["f_handle"] != nil else {
+            guard let handleText = watch["f_handle"] else {
                 throw CryoError("fd \(fd) of process \(pid) is an inotify instance watching inode \(w.iIno) of device \(w.sDev >> 20):\(w.sDev & 0xfffff) (wd \(w.wd)), whose file system gives no file handle; Cryo cannot find what it watches")
             }
-            let bytes = try Self.bytes(fromHex: watch["f_handle"]!, count: Int(try hex("fhandle-bytes")), fd: fd, pid: pid)
+            let bytes = try Self.bytes(fromHex: handleText, count: Int(try hex("fhandle-bytes")), fd: fd, pid: pid)
             var fh = FhEntry()
             fh.bytes = UInt32(bytes.count)
             fh.type = UInt32(try hex("fhandle-type"))
@@ -82,6 +84,7 @@ enum InotifyResource {
         return file
     }
 
+    /// fdinfo's `f_handle:` value (two hex digits per byte) as the `count` bytes it stands for.
     private static func bytes(fromHex text: String, count: Int, fd: Int32, pid: pid_t) throws -> [UInt8] {
         let digits = Array(text.utf8)
         guard digits.count == count * 2 else {
@@ -132,8 +135,9 @@ enum InotifyResource {
         var fileHandle = withUnsafeBytes(of: UInt32(handle.count)) { Array($0) } + withUnsafeBytes(of: type) { Array($0) } + handle
         var reason = "no mount of that device is visible to the process"
         for mount in mounts where mount.device == w.sDev {
-            // open_by_handle_at wants a real fd of the mount (EBADF for an O_PATH one).
-            let mountFD = open(mount.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            // mountinfo's mount points are seen from the process's root, which may be chrooted:
+            // reach them through it. open_by_handle_at wants a real fd (EBADF for O_PATH).
+            let mountFD = open("/proc/\(pid)/root\(mount.path)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard mountFD >= 0 else { reason = "cannot open its mount \(mount.path): \(Errno(rawValue: errnoValue))"; continue }
             defer { close(mountFD) }
             let opened = fileHandle.withUnsafeMutableBytes { cl_raw_syscall6(openByHandleAt, Int(mountFD), Int(bitPattern: $0.baseAddress), Int(openPath | O_CLOEXEC), 0, 0, 0) }

@@ -22,12 +22,6 @@ enum PosixTimersResource {
     static let notifyThread: UInt32 = 2
     static let notifyThreadID: UInt32 = 4
 
-    /// x86_64 system call numbers of the timer calls.
-    static let timerCreate = 222
-    static let timerSettime = 223
-    static let timerGettime = 224
-    static let timerGetoverrun = 225
-    static let timerDelete = 226
     /// `prctl(PR_TIMER_CREATE_RESTORE_IDS, ON/OFF)` (Linux 6.15+): while on, `timer_create`
     /// takes the ID it creates from `*timerid` (EBUSY if taken).
     static let prTimerCreateRestoreIDs: UInt64 = 77
@@ -85,14 +79,14 @@ enum PosixTimersResource {
         let area = try process.scratchArea()
         for i in timers.indices {
             let id = UInt64(timers[i].itID)
-            try process.checkedSyscall("timer_gettime(\(id)) in process \(process.pid)", timerGettime, id, area)
+            try process.checkedSyscall("timer_gettime(\(id)) in process \(process.pid)", Syscall.timer_gettime, id, area)
             // struct itimerspec { it_interval { sec, nsec }, it_value { sec, nsec } }
             let spec = try process.memory.read(area, count: 32).withUnsafeBytes { raw in
                 (0..<4).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
             }
             timers[i].isec = spec[0]; timers[i].insec = spec[1]
             timers[i].vsec = spec[2]; timers[i].vnsec = spec[3]
-            let overrun = try process.checkedSyscall("timer_getoverrun(\(id)) in process \(process.pid)", timerGetoverrun, id)
+            let overrun = try process.checkedSyscall("timer_getoverrun(\(id)) in process \(process.pid)", Syscall.timer_getoverrun, id)
             timers[i].overrun = UInt32(truncatingIfNeeded: overrun)
         }
         return timers.sorted { $0.itID < $1.itID }
@@ -117,11 +111,11 @@ enum PosixTimersResource {
             let what = "timer_create of timer \(t.itID) (clock \(Int32(bitPattern: t.clockID)), notify \(t.itSigevNotify)\(t.notifyThreadID != 0 ? " to thread \(t.notifyThreadID)" : "")) in process \(pid)"
             while true {
                 try process.memory.write(sigevent + withUnsafeBytes(of: Int32(bitPattern: t.itID).littleEndian) { Array($0) }, at: area)
-                try process.checkedSyscall(what, timerCreate, UInt64(t.clockID), area, idAddress)
+                try process.checkedSyscall(what, Syscall.timer_create, UInt64(t.clockID), area, idAddress)
                 let made = UInt32(bitPattern: try process.memory.read(Int32.self, at: idAddress))
                 if made == t.itID { break }
                 // Without the prctl IDs come from a per-process counter: burn the ones below.
-                try process.checkedSyscall("timer_delete(\(made)) in process \(pid)", timerDelete, UInt64(made))
+                try process.checkedSyscall("timer_delete(\(made)) in process \(pid)", Syscall.timer_delete, UInt64(made))
                 if explicitIDs || made > t.itID {
                     throw CryoError("\(what) made timer \(made), not \(t.itID), and this kernel cannot create a timer with a given ID (PR_TIMER_CREATE_RESTORE_IDS)")
                 }
@@ -129,7 +123,7 @@ enum PosixTimersResource {
             // A disarmed timer reads as all zeros (disarming clears the interval too): nothing to arm.
             guard t.vsec != 0 || t.vnsec != 0 else { continue }
             try process.memory.write([t.isec, t.insec, t.vsec, t.vnsec], at: area)
-            try process.checkedSyscall("timer_settime of timer \(t.itID) in process \(pid)", timerSettime, UInt64(t.itID), 0, area, 0)
+            try process.checkedSyscall("timer_settime of timer \(t.itID) in process \(pid)", Syscall.timer_settime, UInt64(t.itID), 0, area, 0)
         }
     }
 }
