@@ -22,11 +22,14 @@
  *     a 400 ms window are 20 and 16, within 4;
  *   - B never fired;
  *   - G's signal is still pending and is the timer's (SI_TIMER, si_timerid G, VAL_G);
+ *   - the PR_TIMER_CREATE_RESTORE_IDS mode a restorer uses to pick IDs is off again (the
+ *     prctl reads 0, or EINVAL on kernels without it);
  *   - a new timer can be created and gets an ID of its own.
  */
 #include "subject.h"
 
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #define VAL_A 0xA1A1A1A1A1A1A1A1ull
@@ -34,6 +37,10 @@
 #define VAL_C 0xC3C3C3C3C3C3C3C3ull
 #define VAL_G 0xD4D4D4D4D4D4D4D4ull
 #define SPARES 40
+#ifndef PR_TIMER_CREATE_RESTORE_IDS
+#define PR_TIMER_CREATE_RESTORE_IDS 77
+#define PR_TIMER_CREATE_RESTORE_IDS_GET 2
+#endif
 
 static timer_t g_a, g_b, g_c, g_d, g_e, g_g, g_spare[2];
 static long g_expired_a, g_expired_c, g_fired_b;
@@ -205,6 +212,8 @@ int main(int argc, char **argv)
               "timer G's pending signal has code %d, timerid %d (G is %d), value %#llx", info.si_code, info.si_timerid,
               timer_id(g_g), (unsigned long long)(uintptr_t)info.si_value.sival_ptr);
 
+    int mode = prctl(PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
+    check(mode == 0 || (mode < 0 && errno == EINVAL), "PR_TIMER_CREATE_RESTORE_IDS mode is %d", mode);
     timer_t fresh;
     struct sigevent none = { .sigev_notify = SIGEV_NONE };
     if (check(timer_create(CLOCK_MONOTONIC, &none, &fresh) == 0, "timer_create after the checks: %s", strerror(errno))) {

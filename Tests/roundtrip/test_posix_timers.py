@@ -62,3 +62,18 @@ def test_posixtimers_notices_a_forged_timer_signal(hs):
     assert libc.sigqueue(s.pid, signal.SIGRTMIN + 1, ctypes.c_void_p(0xA1A1A1A1A1A1A1A1)) == 0
     text = hs.finish(s.pid, expect="FAIL")
     assert "not from a timer" in text, text
+
+
+def test_posixtimers_dump_of_restored(h):
+    """A restored process's timers dump and restore again, IDs and all (the restore left no
+    explicit-ID mode or spare timer behind)."""
+    s = h.start_subject("posixtimers")
+    before = timers_text(s.pid)
+    h.dump(s)
+    pid = h.restore(expect_pid=s.pid)
+    second = h.tmp / "images2"
+    second.mkdir()
+    h.dump(pid, images=second)
+    pid2 = h.restore(images=second, expect_pid=s.pid)
+    assert timers_text(pid2) == before
+    h.finish(pid2)
