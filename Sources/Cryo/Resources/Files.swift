@@ -154,17 +154,17 @@ struct FileTable {
             let pos = UInt64(info["pos"] ?? "0") ?? 0
             let isPipe = target.hasPrefix("pipe:")
             // anon_inode files Cryo recreates itself from their fdinfo.
-            let eventKind = EventFileResource.kinds[target] ?? InotifyResource.kinds[target]
+            let anonKind = EventFileResource.kinds[target] ?? InotifyResource.kinds[target]
             var unix: cl_unix_socket?
             if target.hasPrefix("socket:") {
                 if unixSockets == nil { unixSockets = try UnixSocketResource.table() }
                 unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
                 if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
             }
-            if !isPipe && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            if !isPipe && anonKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : unix != nil ? .unixsk : eventKind ?? .reg
+            entry.type = isPipe ? .pipe : unix != nil ? .unixsk : anonKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -176,12 +176,12 @@ struct FileTable {
                 files.append(try UnixSocketResource.entry(id: id, flags: openFlags & ~UInt32(O_CLOEXEC), socket: unix, pid: pid, fd: fd))
                 if unix.receive_queue > 0 { socketReaders.append((id, unix.type, pid, fd)) }
                 entry.id = id
-            } else if let eventKind {
+            } else if let anonKind {
                 let id = takeID()
                 let fdinfo = try proc.text("fdinfo/\(fd)")
                 let flags = openFlags & ~UInt32(O_CLOEXEC)
-                files.append(eventKind == .inotify ? try InotifyResource.entry(id: id, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd)
-                                                   : try EventFileResource.entry(id: id, kind: eventKind, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
+                files.append(anonKind == .inotify ? try InotifyResource.entry(id: id, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd)
+                                                  : try EventFileResource.entry(id: id, kind: anonKind, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
