@@ -196,7 +196,7 @@ enum ProcessDump {
         let stat = try proc.statFields()
 
         // What cannot be dumped is found before anything is written.
-        try files.addDescriptors(of: pid)
+        try files.addDescriptors(of: pid, log: log)
         let mappings = try proc.mappings().filter { $0.start != process.scratch?.address }
         let vmas = try MemoryResource.vmaEntries(mappings, pid: pid, files: &files)
         log.debug("process \(pid): \(vmas.count) mappings, \(files.descriptors[pid]?.count ?? 0) open fds")

@@ -138,8 +138,9 @@ struct FileTable {
         return id
     }
 
-    /// Adds every open fd of the process, refusing kinds Cryo cannot restore yet.
-    mutating func addDescriptors(of pid: pid_t) throws {
+    /// Adds every open fd of the process, refusing kinds Cryo cannot restore yet; `log` hears
+    /// of state that is dropped on the way (unread inotify events).
+    mutating func addDescriptors(of pid: pid_t, log: Log) throws {
         let proc = ProcDirectory(pid: pid)
         var list: [FdinfoEntry] = []
         for fd in try proc.fdNumbers() {
@@ -180,8 +181,14 @@ struct FileTable {
                 let id = takeID()
                 let fdinfo = try proc.text("fdinfo/\(fd)")
                 let flags = openFlags & ~UInt32(O_CLOEXEC)
-                files.append(anonKind == .inotify ? try InotifyResource.entry(id: id, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd)
-                                                  : try EventFileResource.entry(id: id, kind: anonKind, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
+                if anonKind == .inotify {
+                    files.append(try InotifyResource.entry(id: id, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
+                    if let unread = InotifyResource.unreadBytes(pid: pid, fd: fd), unread > 0 {
+                        log.warn("fd \(fd) of process \(pid): \(unread) bytes of inotify events are queued unread; they are not saved, and the restored process will not see them (CRIU drops them too)")
+                    }
+                } else {
+                    files.append(try EventFileResource.entry(id: id, kind: anonKind, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
+                }
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))

@@ -18,7 +18,7 @@ import SystemPackage
 /// the watched path: see `create`); the IN_IGNORED events that leaves are read off the queue
 /// before the process gets the fd. Events that were queued but unread at dump time are lost (CRIU
 /// loses them too): the kernel offers no way to read them without consuming them, nor to queue
-/// them again.
+/// them again. The dump warns when it drops some.
 enum InotifyResource {
     /// The link of an inotify fd (no brackets, unlike the other anon_inode kinds).
     static let kinds: [String: FdTypes] = ["anon_inode:inotify": .inotify]
@@ -82,6 +82,15 @@ enum InotifyResource {
         file.id = id
         file.ify = ify
         return file
+    }
+
+    /// How many bytes of events wait unread in inotify fd `fd` of `pid` (FIONREAD on a copy of
+    /// the fd; reading it would consume them), nil if it cannot be told.
+    static func unreadBytes(pid: pid_t, fd: Int32) -> Int? {
+        guard let local = try? takeDescriptor(pid: pid, fd: fd) else { return nil }
+        defer { close(local) }
+        var count: Int32 = 0
+        return cl_ioctl_ptr(local, 0x541B /* FIONREAD */, &count) == 0 ? Int(count) : nil
     }
 
     /// fdinfo's `f_handle:` value (two hex digits per byte) as the `count` bytes it stands for.
