@@ -116,8 +116,11 @@ enum PosixTimersResource {
                 if made == t.itID { break }
                 // Without the prctl IDs come from a per-process counter: burn the ones below.
                 try process.checkedSyscall("timer_delete(\(made)) in process \(pid)", Syscall.timer_delete, UInt64(made))
-                if explicitIDs || made > t.itID {
-                    throw CryoError("\(what) made timer \(made), not \(t.itID), and this kernel cannot create a timer with a given ID (PR_TIMER_CREATE_RESTORE_IDS)")
+                if explicitIDs {
+                    throw CryoError("\(what) made timer \(made), not the ID asked for with PR_TIMER_CREATE_RESTORE_IDS")
+                }
+                if made > t.itID {
+                    throw CryoError("\(what) made timer \(made): the ID counter is past \(t.itID), and this kernel cannot create a timer with a given ID (no PR_TIMER_CREATE_RESTORE_IDS)")
                 }
             }
             // A disarmed timer reads as all zeros (disarming clears the interval too): nothing to arm.
