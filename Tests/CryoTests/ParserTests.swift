@@ -149,3 +149,64 @@ final class RegisterTests: XCTestCase {
         }
     }
 }
+
+/// fdinfo lines as this kernel writes them, for epoll, inotify and the key:value fields.
+final class FdInfoTextTests: XCTestCase {
+    func testFieldsAndRecords() {
+        let text = """
+        pos:\t0
+        flags:\t04000
+        mnt_id:\t17
+        ino:\t1038
+        tfd:        4 events:       19 data:               4d  pos:0 ino:40e sdev:10
+        inotify wd:8 ino:f8a0fe sdev:fe00000 mask:a ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:fea0f80043052cfe
+        inotify wd:6 ino:f8a0fc sdev:fe00000 mask:380 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:fca0f8001cde89dd
+        """
+        let fields = FdInfoText.fields(text)
+        XCTAssertEqual(fields["flags"], "04000")
+        XCTAssertEqual(fields["ino"], "1038") // the first line with the key wins
+        let epoll = FdInfoText.records(text, startingWith: "tfd:")
+        XCTAssertEqual(epoll, [["tfd": "4", "events": "19", "data": "4d", "pos": "0", "ino": "40e", "sdev": "10"]])
+        let inotify = FdInfoText.records(text, startingWith: "inotify")
+        XCTAssertEqual(inotify.map { $0["wd"] }, ["8", "6"])
+        XCTAssertEqual(inotify[1]["f_handle"], "fca0f8001cde89dd")
+        XCTAssertEqual(inotify[1]["mask"], "380")
+    }
+}
+
+/// /proc/PID/timers as this kernel writes it.
+final class PosixTimersParserTests: XCTestCase {
+    func testParsesEveryNotifyKind() throws {
+        let text = """
+        ID: 1001
+        signal: 10/0000000000000055
+        notify: signal/tid.26331
+        ClockID: 0
+        ID: 43
+        signal: 0/0000000000000000
+        notify: none/pid.30671
+        ClockID: 7
+        ID: 2
+        signal: 35/a1a1a1a1a1a1a1a1
+        notify: signal/pid.26331
+        ClockID: -6
+        """
+        let timers = try PosixTimersResource.parse(text, pid: 1)
+        XCTAssertEqual(timers.map(\.itID), [1001, 43, 2])
+        XCTAssertEqual(timers[0].itSigevNotify, PosixTimersResource.notifySignal | PosixTimersResource.notifyThreadID)
+        XCTAssertEqual(timers[0].notifyThreadID, 26331)
+        XCTAssertEqual(timers[0].siSigno, 10)
+        XCTAssertEqual(timers[0].sivalPtr, 0x55)
+        XCTAssertEqual(timers[1].itSigevNotify, PosixTimersResource.notifyNone)
+        XCTAssertFalse(timers[1].hasNotifyThreadID)
+        XCTAssertEqual(timers[1].clockID, 7)
+        XCTAssertEqual(timers[2].sivalPtr, 0xa1a1_a1a1_a1a1_a1a1)
+        XCTAssertEqual(Int32(bitPattern: timers[2].clockID), -6)
+    }
+
+    func testRejectsUnknownFormats() {
+        XCTAssertThrowsError(try PosixTimersResource.parse("signal: 10/0\n", pid: 1)) // no ID first
+        XCTAssertThrowsError(try PosixTimersResource.parse("ID: 1\nnotify: carrier-pigeon/pid.3\n", pid: 1))
+        XCTAssertEqual(try PosixTimersResource.parse("", pid: 1).count, 0)
+    }
+}

@@ -61,8 +61,10 @@ SUBJECT_ARGS = {
     "memfds": [],
     "usockets": ["--dir", "{work}"],
     "sysvshm": [],
+    "posixtimers": [],
+    "inotify": ["--dir", "{work}"],
 }
-ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
+ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers", "inotify"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
 TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm"]
 

@@ -201,7 +201,7 @@ enum ProcessDump {
         let stat = try proc.statFields()
 
         // What cannot be dumped is found before anything is written.
-        try files.addDescriptors(of: pid)
+        try files.addDescriptors(of: pid, log: log)
         let mappings = try proc.mappings().filter { $0.start != process.scratch?.address }
         let vmas = try MemoryResource.vmaEntries(mappings, pid: pid, files: &files)
         log.debug("process \(pid): \(vmas.count) mappings, \(files.descriptors[pid]?.count ?? 0) open fds")
@@ -214,6 +214,7 @@ enum ProcessDump {
         tc.blkSigset = process.leader.stoppedSignalMask
         tc.comm = try proc.text("comm").trimmingCharacters(in: "\n")
         tc.timers = try TimersResource.dump(process)
+        tc.timers.posix = try PosixTimersResource.dump(process)
         tc.rlimits = try LimitsResource.dump(process)
         tc.sigactions = try SignalsResource.dumpActions(process)
         var shared: [siginfo_t]

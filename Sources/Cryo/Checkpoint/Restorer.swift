@@ -223,6 +223,8 @@ final class TreeBuilder {
             guard case .stopped = status else { throw CryoError("new thread \(tid) \(status)") }
             process.addThread(try RemoteThread.adopt(tid))
         }
+        // POSIX timers once every thread exists: a SIGEV_THREAD_ID timer names one.
+        try PosixTimersResource.restore(tc.timers.posix, process)
         for thread in process.threads {
             try ThreadsResource.restore(image.cores[thread.tid]!, thread: thread, process)
         }

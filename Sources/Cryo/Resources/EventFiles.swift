@@ -18,11 +18,7 @@ enum EventFileResource {
 
     /// The entry for fd `fd` of `pid`, whose fdinfo is `info` and link `target`.
     static func entry(id: UInt32, kind: FdTypes, flags: UInt32, fdinfo text: String, pid: pid_t, fd: Int32) throws -> FileEntry {
-        var info: [String: String] = [:]
-        for line in text.split(separator: "\n") {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            info[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: " \t")
-        }
+        let info = FdInfoText.fields(text)
         func number(_ key: String, radix: Int = 10) throws -> UInt64 {
             guard let v = info[key].flatMap({ UInt64($0, radix: radix) }) else {
                 throw CryoError("fd \(fd) of process \(pid): no \(key) in its fdinfo; this kernel is not supported")
@@ -63,18 +59,14 @@ enum EventFileResource {
         default:
             var e = EventpollFileEntry()
             e.id = id; e.flags = flags; e.fown = FileTable.noOwner
-            for line in text.split(separator: "\n") where line.hasPrefix("tfd:") {
+            for watch in FdInfoText.records(text, startingWith: "tfd:") {
                 // tfd:        4 events:       19 data:               4d  pos:0 ino:40e sdev:10
-                let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-                func after(_ key: String, radix: Int) -> UInt64? {
-                    guard let i = words.firstIndex(of: Substring(key)), i + 1 < words.count else { return nil }
-                    return UInt64(words[i + 1], radix: radix)
-                }
-                guard let tfd = after("tfd:", radix: 10), let events = after("events:", radix: 16), let data = after("data:", radix: 16) else {
-                    throw CryoError("fd \(fd) of process \(pid): cannot parse epoll watch \(line)")
+                guard let tfd = watch["tfd"].flatMap({ UInt32($0) }), let events = watch["events"].flatMap({ UInt32($0, radix: 16) }),
+                      let data = watch["data"].flatMap({ UInt64($0, radix: 16) }) else {
+                    throw CryoError("fd \(fd) of process \(pid): cannot parse epoll watch \(watch)")
                 }
                 var w = EventpollTfdEntry()
-                w.id = id; w.tfd = UInt32(tfd); w.events = UInt32(events); w.data = data
+                w.id = id; w.tfd = tfd; w.events = events; w.data = data
                 e.tfd.append(w)
             }
             file.epfd = e

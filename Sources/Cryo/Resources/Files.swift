@@ -187,8 +187,9 @@ struct FileTable {
         return id
     }
 
-    /// Adds every open fd of the process, refusing kinds Cryo cannot restore yet.
-    mutating func addDescriptors(of pid: pid_t) throws {
+    /// Adds every open fd of the process, refusing kinds Cryo cannot restore yet; `log` hears
+    /// of state that is dropped on the way (unread inotify events).
+    mutating func addDescriptors(of pid: pid_t, log: Log) throws {
         let proc = ProcDirectory(pid: pid)
         var list: [FdinfoEntry] = []
         for fd in try proc.fdNumbers() {
@@ -204,17 +205,18 @@ struct FileTable {
             let isPipe = target.hasPrefix("pipe:")
             let isMemfd = MemfdResource.isMemfd(target) && st.st_mode & S_IFMT == S_IFREG
             let isFifo = !isPipe && st.st_mode & S_IFMT == S_IFIFO && target.hasPrefix("/") && !target.hasSuffix(" (deleted)")
-            let eventKind = EventFileResource.kinds[target]
+            // anon_inode files Cryo recreates itself from their fdinfo.
+            let anonKind = EventFileResource.kinds[target] ?? InotifyResource.kinds[target]
             var unix: cl_unix_socket?
             if target.hasPrefix("socket:") {
                 if unixSockets == nil { unixSockets = try UnixSocketResource.table() }
                 unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
                 if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
             }
-            if !isPipe && !isFifo && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            if !isPipe && !isFifo && anonKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : eventKind ?? .reg
+            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : anonKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -226,10 +228,18 @@ struct FileTable {
                 files.append(try UnixSocketResource.entry(id: id, flags: openFlags & ~UInt32(O_CLOEXEC), socket: unix, pid: pid, fd: fd))
                 if unix.receive_queue > 0 { socketReaders.append((id, unix.type, pid, fd)) }
                 entry.id = id
-            } else if let eventKind {
+            } else if let anonKind {
                 let id = takeID()
-                files.append(try EventFileResource.entry(id: id, kind: eventKind, flags: openFlags & ~UInt32(O_CLOEXEC),
-                                                         fdinfo: try proc.text("fdinfo/\(fd)"), pid: pid, fd: fd))
+                let fdinfo = try proc.text("fdinfo/\(fd)")
+                let flags = openFlags & ~UInt32(O_CLOEXEC)
+                if anonKind == .inotify {
+                    files.append(try InotifyResource.entry(id: id, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
+                    if let unread = InotifyResource.unreadBytes(pid: pid, fd: fd), unread > 0 {
+                        log.warn("fd \(fd) of process \(pid): \(unread) bytes of inotify events are queued unread; they are not saved, and the restored process will not see them (CRIU drops them too)")
+                    }
+                } else {
+                    files.append(try EventFileResource.entry(id: id, kind: anonKind, flags: flags, fdinfo: fdinfo, pid: pid, fd: fd))
+                }
                 entry.id = id
             } else if isFifo {
                 // The path and open flags go in a regular-file entry of their own, as CRIU does.
@@ -270,6 +280,9 @@ struct FileTable {
         let type = st.st_mode & S_IFMT
         if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
         if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)) that has no path any more; Cryo cannot dump it") }
+        if target == "anon_inode:[fanotify]" {
+            throw CryoError("\(what) a fanotify group (\(target)); Cryo cannot dump fanotify groups and their marks yet")
+        }
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
@@ -292,6 +305,7 @@ extension FileEntry {
     func verifyForRestore() throws {
         if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .memfd && hasMemfd) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
             || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
+        if type == .inotify && hasIfy { return try InotifyResource.verifyForRestore(self) }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
         guard stat(reg.name, &st) == 0 else {
@@ -382,7 +396,8 @@ enum FilesRestore {
     }
 }
 
-/// Files Cryo creates itself on restore (pipes, FIFOs, memfds, sockets, eventfd, timerfd, signalfd, epoll), one
+/// Files Cryo creates itself on restore (pipes, FIFOs, memfds, sockets, eventfd, timerfd,
+/// signalfd, epoll, inotify), one
 /// Cryo-side fd per open file description, handed to every process that had it.
 final class FileObjects {
     let pipes: PipeTable
@@ -410,7 +425,7 @@ final class FileObjects {
         if file.type == .fifo { return try fifos.descriptor(for: file, path: allFiles[file.fifo.regfID]) }
         if file.type == .memfd { return try memfds.descriptor(for: file) }
         if let fd = created[file.id] { return fd }
-        let fd = try EventFileResource.create(file)
+        let fd = file.type == .inotify ? try InotifyResource.create(file) : try EventFileResource.create(file)
         created[file.id] = fd
         return fd
     }

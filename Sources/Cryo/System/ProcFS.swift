@@ -108,8 +108,18 @@ public struct ProcDirectory: Sendable {
 
     /// `fdinfo/FD` as key → value (first line of each key).
     public func fdInfo(_ fd: Int32) throws -> [String: String] {
+        FdInfoText.fields(try text("fdinfo/\(fd)"))
+    }
+}
+
+/// The two shapes of lines in `/proc/PID/fdinfo/N`: `key:\tvalue` lines (pos, flags, and
+/// per-kind ones such as `eventfd-count`), and one record line per watch or mark of epoll,
+/// inotify and fanotify files (`tfd:  4 events: 19 data: 4d ...`, `inotify wd:1 ino:... ...`).
+public enum FdInfoText {
+    /// The `key:\tvalue` lines; the first line with a key wins.
+    public static func fields(_ text: String) -> [String: String] {
         var result: [String: String] = [:]
-        for line in try text("fdinfo/\(fd)").split(separator: "\n") {
+        for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let key = String(line[..<colon])
             if result[key] == nil {
@@ -117,6 +127,30 @@ public struct ProcDirectory: Sendable {
             }
         }
         return result
+    }
+
+    /// The record lines starting with `prefix`, each as its `key:value` pairs. The kernel pads
+    /// some values (`tfd:        4`), so a word ending in `:` takes the next word as its value;
+    /// words without a colon (the `inotify` tag) are skipped.
+    public static func records(_ text: String, startingWith prefix: String) -> [[String: String]] {
+        text.split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { line in
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            var record: [String: String] = [:]
+            var i = 0
+            while i < words.count {
+                let word = words[i]
+                if word.hasSuffix(":"), i + 1 < words.count {
+                    record[String(word.dropLast())] = String(words[i + 1])
+                    i += 2
+                    continue
+                }
+                if let colon = word.firstIndex(of: ":") {
+                    record[String(word[..<colon])] = String(word[word.index(after: colon)...])
+                }
+                i += 1
+            }
+            return record
+        }
     }
 }
 

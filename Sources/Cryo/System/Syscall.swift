@@ -42,6 +42,11 @@ public enum Syscall {
     public static let chroot = 161
     public static let gettid = 186
     public static let set_tid_address = 218
+    public static let timer_create = 222
+    public static let timer_settime = 223
+    public static let timer_gettime = 224
+    public static let timer_getoverrun = 225
+    public static let timer_delete = 226
     public static let exit_group = 231
     public static let rt_tgsigqueueinfo = 297
     public static let prlimit64 = 302
