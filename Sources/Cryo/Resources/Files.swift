@@ -29,6 +29,8 @@ struct FileTable {
     /// Deleted files, with the id of the entry each stands for.
     private(set) var ghosts: [(origID: UInt32, entry: GhostFileEntry, data: [UInt8])] = []
     private var pathIDs: [String: UInt32] = [:]
+    /// Pseudo-terminals seen, for `tty-info.img` and `tty-data.img`.
+    private(set) var terminals = TerminalDump()
 
     /// Character devices a process may keep open across a checkpoint: they carry no state.
     static let statelessDevices: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
@@ -160,10 +162,11 @@ struct FileTable {
                 unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
                 if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
             }
-            if !isPipe && eventKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            let isTerminal = st.st_mode & S_IFMT == S_IFCHR && TerminalResource.peer(rdev: UInt64(st.st_rdev)) != nil
+            if !isPipe && eventKind == nil && unix == nil && !isTerminal { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : unix != nil ? .unixsk : eventKind ?? .reg
+            entry.type = isPipe ? .pipe : unix != nil ? .unixsk : isTerminal ? .tty : eventKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -179,6 +182,10 @@ struct FileTable {
                 let id = takeID()
                 files.append(try EventFileResource.entry(id: id, kind: eventKind, flags: openFlags & ~UInt32(O_CLOEXEC),
                                                          fdinfo: try proc.text("fdinfo/\(fd)"), pid: pid, fd: fd))
+                entry.id = id
+            } else if isTerminal {
+                let id = takeID()
+                files.append(try terminals.entry(id: id, fd: fd, pid: pid, target: target, st: st, flags: openFlags & ~UInt32(O_CLOEXEC)))
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
@@ -212,9 +219,9 @@ struct FileTable {
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
-            let major = (st.st_rdev >> 8) & 0xfff
-            if major == 136 || major == 4 || major == 5 {
-                throw CryoError("\(what) a terminal (\(target)); run it detached from terminals (e.g. setsid with stdio on files), or wait for --shell-job")
+            let (major, _) = TerminalResource.majorMinor(UInt64(st.st_rdev))
+            if major == 4 || major == TerminalResource.auxMajor {
+                throw CryoError("\(what) the terminal \(target), which is not a pseudo-terminal: Cryo restores ptys only (the tree's own, and with --shell-job the one it runs on); run it detached from terminals (setsid, stdio on files)")
             }
             throw CryoError("\(what) the character device \(target); Cryo cannot dump device state")
         }
@@ -229,7 +236,7 @@ struct FileTable {
 extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
-        if (type == .pipe && hasPipe) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
+        if (type == .pipe && hasPipe) || (type == .tty && hasTty) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
             || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
@@ -326,14 +333,18 @@ enum FilesRestore {
 final class FileObjects {
     let pipes: PipeTable
     let sockets: UnixSocketTable
+    let terminals: TerminalTable
     /// Every file entry of the dump (a socket's peer is found among them).
-    var allFiles: [UInt32: FileEntry] = [:]
+    let allFiles: [UInt32: FileEntry]
     private var created: [UInt32: Int32] = [:]
     private var watched = Set<UInt32>()
 
-    init(_ images: ImageDirectory) throws {
+    /// `shellJob`: the dump's outside terminal becomes Cryo's stdin terminal.
+    init(_ images: ImageDirectory, files: [UInt32: FileEntry], shellJob: Bool) throws {
+        allFiles = files
         pipes = try PipeTable(images)
         sockets = try UnixSocketTable(images)
+        terminals = try TerminalTable(images, files: files, shellJob: shellJob)
     }
 
     deinit { for fd in created.values { close(fd) } }
@@ -342,6 +353,7 @@ final class FileObjects {
     func descriptor(for file: FileEntry) throws -> Int32 {
         if file.type == .pipe { return try pipes.descriptor(for: file) }
         if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
+        if file.type == .tty { return try terminals.descriptor(for: file) }
         if let fd = created[file.id] { return fd }
         let fd = try EventFileResource.create(file)
         created[file.id] = fd
