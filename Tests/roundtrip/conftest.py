@@ -57,10 +57,14 @@ SUBJECT_ARGS = {
     "fdshare": ["--dir", "{work}"],
     "eventfds": [],
     "shmem": [],
+    "pty": [],
+    "ttyjob": [],
 }
-ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed"]
+ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "pty"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
 TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem"]
+# Subjects that run on a terminal (a shell job's): started on a pty by test_tty.py.
+TERMINAL_SUBJECTS = ["ttyjob"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0
