@@ -59,10 +59,11 @@ SUBJECT_ARGS = {
     "shmem": [],
     "pty": [],
     "ttyjob": [],
+    "ptytree": [],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "pty"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "ptytree"]
 # Subjects that run on a terminal (a shell job's): started on a pty by test_tty.py.
 TERMINAL_SUBJECTS = ["ttyjob"]
 

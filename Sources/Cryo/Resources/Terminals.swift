@@ -60,9 +60,15 @@ enum TerminalResource {
         return nil
     }
 
-    /// The device number of slave `index` (as /proc/PID/stat's `tty_nr` encodes it).
-    static func slaveDevice(_ index: UInt32) -> (major: UInt32, minor: UInt32) {
-        (slaveMajors.lowerBound + index / 256, index % 256)
+    /// The device number of slave `index`, encoded as the kernel shows it to user space
+    /// (`tty_nr` in /proc/PID/stat, a 32-bit `dev_t`, CRIU's `rdev`).
+    static func slaveDevice(_ index: UInt32) -> UInt32 {
+        encode(major: slaveMajors.lowerBound + index / 256, minor: index % 256)
+    }
+
+    /// The kernel's `new_encode_dev`: minor's low byte, major, then the rest of minor.
+    static func encode(major: UInt32, minor: UInt32) -> UInt32 {
+        major << 8 | (minor & 0xff) | ((minor & ~0xff) << 12)
     }
 
     /// The `tty-info.img` id of a peer: CRIU's `tty_gen_id`, index * 2, +1 for the master.
@@ -160,7 +166,7 @@ func terminalIoctl(_ fd: Int32, _ request: UInt, _ value: Int32 = 0) -> Int32? {
 struct TerminalDump {
     /// One fd of the tree per peer, to read its state: master by pty index, slave by index.
     private var masters: [UInt32: (pid: pid_t, fd: Int32)] = [:]
-    private var slaves: [UInt32: (pid: pid_t, fd: Int32, target: String)] = [:]
+    private var slaves: [UInt32: (pid: pid_t, fd: Int32, target: String, device: UInt64)] = [:]
 
     var isEmpty: Bool { masters.isEmpty && slaves.isEmpty }
 
@@ -179,7 +185,7 @@ struct TerminalDump {
             if masters[index] == nil { masters[index] = (pid, fd) }
         case .slave(let n):
             index = n; isMaster = false
-            if slaves[index] == nil { slaves[index] = (pid, fd, target) }
+            if slaves[index] == nil { slaves[index] = (pid, fd, target, UInt64(st.st_dev)) }
         case nil:
             throw CryoError("fd \(fd) of process \(pid) is \(target), not a pseudo-terminal")
         }
@@ -214,15 +220,19 @@ struct TerminalDump {
         var infos: [TtyInfoEntry] = []
         var data: [TtyDataEntry] = []
         for index in Set(masters.keys).union(slaves.keys).sorted() {
-            let (major, minor) = TerminalResource.slaveDevice(index)
             // The session whose controlling terminal this is, and its foreground group.
-            let leader = members.first { $0.ttyNr == (major << 8 | (minor & 0xff) | ((minor & ~0xff) << 12)) }
+            let leader = members.first { $0.ttyNr == TerminalResource.slaveDevice(index) }
             let master = try masters[index].map { try takeDescriptor(pid: $0.pid, fd: $0.fd) }
             defer { if let master { close(master) } }
-            // A slave of our own, in non-blocking mode: its queue can be read without waiting.
+            // A slave description of our own, non-blocking, so that writing the queues back
+            // can never hang; the process's own (by pidfd_getfd) if /dev/pts here is another
+            // devpts instance than the process's, or the pty is locked again.
             let slave = try slaves[index].map { s -> Int32 in
                 let fd = open("/dev/pts/\(index)", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
-                return fd >= 0 ? fd : try takeDescriptor(pid: s.pid, fd: s.fd)
+                var st = stat()
+                if fd >= 0 && fstat(fd, &st) == 0 && UInt64(st.st_dev) == s.device { return fd }
+                if fd >= 0 { close(fd) }
+                return try takeDescriptor(pid: s.pid, fd: s.fd)
             }
             defer { if let slave { close(slave) } }
             guard let any = slave ?? master else { continue }
@@ -249,12 +259,12 @@ struct TerminalDump {
             info.packetMode = packetMode
             if masters[index] != nil {
                 info.id = TerminalResource.infoID(index: index, master: true)
-                info.rdev = TerminalResource.auxMajor << 8 | TerminalResource.ptmxMinor
+                info.rdev = TerminalResource.encode(major: TerminalResource.auxMajor, minor: TerminalResource.ptmxMinor)
                 infos.append(info)
             }
             if slaves[index] != nil {
                 info.id = TerminalResource.infoID(index: index, master: false)
-                info.rdev = major << 8 | (minor & 0xff) | ((minor & ~0xff) << 12)
+                info.rdev = TerminalResource.slaveDevice(index)
                 info.locked = false; info.packetMode = false
                 infos.append(info)
             }
