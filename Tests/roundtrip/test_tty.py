@@ -224,6 +224,31 @@ def test_shell_job_roundtrip(h, terminals):
 TIOCGPTN = 0x80045430  # not in Python's termios module
 
 
+def test_shell_job_cat(h, terminals):
+    """A real program as the job: cat under dash, dumped with -j, restored with -j on another
+    terminal, copies what is typed there, and ends on ^D with status 0 (cryo's status)."""
+    old = terminals()
+    dash = old.start(["dash", "-c", "cat; exit $?"], cwd=h.work)
+    h.sessions.add(dash.pid)
+    children = Path(f"/proc/{dash.pid}/task/{dash.pid}/children")
+    cat = poll(lambda: int(children.read_text().split()[0]) if children.read_text().split() else 0, 10)
+    assert cat, "dash started no cat"
+    h.tracked[cat] = _Tracked(cat, popen=dash)
+    old.type("one\n")
+    old.expect("one\r\none\r\n")  # the terminal's echo, then cat's copy
+    h.dump(cat, "-j")
+    decode_all(h.images)
+
+    new = terminals()
+    pid, cryo = restore_on(h, new, "-j")
+    assert pid == cat
+    assert [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)] == [new.name] * 3
+    new.type("two\n")
+    new.expect("two\r\ntwo\r\n")
+    new.type("\x04")  # end of file at the start of a line
+    assert cryo.wait(timeout=10) == 0
+
+
 def hold_pty_index(index: int) -> list[int]:
     """Opens /dev/ptmx until the kernel hands out index; returns the fd holding it (the lower
     ones it handed out first are closed again)."""
