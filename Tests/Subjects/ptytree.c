@@ -6,14 +6,15 @@
  *   ptytree-R   the "emulator": holds the pty master (non-blocking), types a line into it every
  *   |           ~100 ms and reads what the terminal shows
  *   └─ ptytree-S   the "shell": its own session, whose controlling terminal is the slave
- *      |           (opened without O_NOCTTY as a session leader); it closed the master
+ *      |           (opened without O_NOCTTY as a session leader); it closed the master and,
+ *      |           once J runs, keeps no fd on the terminal (stdin/stdout on /dev/null)
  *      └─ ptytree-J   the "job": its own process group, the terminal's foreground group; stdin
  *                     and stdout on the slave, answers each line it reads with "got: LINE"
  *
  * Checked at the end: R: the terminal shows "got: last" after R typed "last", and it showed
  * an answer to every line it typed before (counted); S: it leads its session, the slave is its
- * controlling terminal (/dev/tty opens and is the same device), J's group is in the
- * foreground; J: it leads its group in S's session, which is the foreground group, and it
+ * controlling terminal (/dev/tty opens, /proc/self/stat's tty_nr is the slave), J's group is
+ * in the foreground; J: it leads its group in S's session, which is the foreground group, and it
  * answered every line it read.
  */
 #include "subject.h"
@@ -91,12 +92,18 @@ static void shell(void *arg)
     if (slave < 0)
         die("S: open %s", ptsname(master));
     close(master);
-    if (dup2(slave, 0) < 0 || dup2(slave, 1) < 0)
+    struct stat st;
+    if (fstat(slave, &st) != 0 || dup2(slave, 0) < 0 || dup2(slave, 1) < 0)
         die("S: dup2");
     close(slave);
     struct kid j;
     kid_spawn(&j, "ptytree-J", job, NULL);
     g_job = j.pid;
+    /* Like a login shell's parent: no fd on the terminal, yet its controlling process. */
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
+        die("S: /dev/null");
+    close(devnull);
     family_ready();
     uint32_t seq = 0;
     while (!family_poll(10))
@@ -106,17 +113,17 @@ static void shell(void *arg)
        (field 7, tty_nr, in the kernel's encoding). */
     int tty = open("/dev/tty", O_RDWR | O_NOCTTY);
     check(tty >= 0, "S: no controlling terminal (/dev/tty: %s)", strerror(errno));
-    if (tty >= 0)
-        close(tty);
     char stat_text[1024];
     unsigned tty_nr = 0;
-    struct stat st;
     if (read_file("/proc/self/stat", stat_text, sizeof(stat_text)) > 0 && strrchr(stat_text, ')'))
         sscanf(strrchr(stat_text, ')') + 2, "%*c %*d %*d %*d %u", &tty_nr);
-    check(fstat(0, &st) == 0 && tty_nr == ((major(st.st_rdev) << 8) | (minor(st.st_rdev) & 0xff) | ((minor(st.st_rdev) & ~0xffu) << 12)),
+    check(tty_nr == ((major(st.st_rdev) << 8) | (minor(st.st_rdev) & 0xff) | ((minor(st.st_rdev) & ~0xffu) << 12)),
           "S: the controlling terminal (tty_nr %#x) is not the slave", tty_nr);
-    check(getsid(0) == getpid() && tcgetsid(0) == getpid(), "S: session %d, terminal's %d", (int)getsid(0), (int)tcgetsid(0));
-    check(tcgetpgrp(0) == g_job, "S: foreground group %d, J is %d", (int)tcgetpgrp(0), (int)g_job);
+    if (tty >= 0) {
+        check(getsid(0) == getpid() && tcgetsid(tty) == getpid(), "S: session %d, terminal's %d", (int)getsid(0), (int)tcgetsid(tty));
+        check(tcgetpgrp(tty) == g_job, "S: foreground group %d, J is %d", (int)tcgetpgrp(tty), (int)g_job);
+        close(tty);
+    }
     kids_finish();
 }
 

@@ -511,13 +511,12 @@ final class TerminalTable {
     }
 
     /// Makes pty `index` the controlling terminal of session leader `process` (from inside it:
-    /// TIOCSCTTY acts on the caller's session), through one of its fds on that pair.
+    /// TIOCSCTTY acts on the caller's session).
     func restoreControllingTerminal(_ process: RemoteProcess, descriptors: [FdinfoEntry], files: [UInt32: FileEntry]) throws {
         for (index, _) in controlledTerminals(session: process.pid) {
-            guard let fd = terminalFD(index, descriptors: descriptors, files: files) else {
-                throw CryoError("cannot give process \(process.pid) its controlling terminal /dev/pts/\(index) back: it has no fd on it")
+            try withTerminalFD(index, in: process, descriptors: descriptors, files: files) { fd in
+                _ = try process.checkedSyscall("ioctl(TIOCSCTTY) on fd \(fd) (/dev/pts/\(index))", 16, [fd, TerminalResource.TIOCSCTTY, 0])
             }
-            _ = try process.checkedSyscall("ioctl(TIOCSCTTY) on fd \(fd) (/dev/pts/\(index))", 16, [fd, TerminalResource.TIOCSCTTY, 0])
         }
     }
 
@@ -525,17 +524,30 @@ final class TerminalTable {
     /// (once every process is in its group).
     func restoreForegroundGroups(_ process: RemoteProcess, descriptors: [FdinfoEntry], files: [UInt32: FileEntry]) throws {
         for (index, pgrp) in controlledTerminals(session: process.pid) where pgrp != 0 {
-            guard let fd = terminalFD(index, descriptors: descriptors, files: files) else { continue }
-            let scratch = process.scratch!.address
-            try process.memory.write(Int32(bitPattern: pgrp), at: scratch)
-            _ = try process.checkedSyscall("ioctl(TIOCSPGRP \(pgrp)) on /dev/pts/\(index)", 16, [fd, TerminalResource.TIOCSPGRP, scratch])
+            try withTerminalFD(index, in: process, descriptors: descriptors, files: files) { fd in
+                let scratch = process.scratch!.address
+                try process.memory.write(Int32(bitPattern: pgrp), at: scratch)
+                _ = try process.checkedSyscall("ioctl(TIOCSPGRP \(pgrp)) on /dev/pts/\(index)", 16, [fd, TerminalResource.TIOCSPGRP, scratch])
+            }
         }
     }
 
-    /// An fd of the process on pair `index`, the slave preferred.
-    private func terminalFD(_ index: UInt32, descriptors: [FdinfoEntry], files: [UInt32: FileEntry]) -> UInt64? {
+    /// Runs `body` with an fd of `process` on pair `index`: one of its own (the slave
+    /// preferred), or else Cryo's master lent for the moment — a session leader may have
+    /// closed every fd on its terminal and still control it. Terminal ioctls on a master act
+    /// on its slave.
+    private func withTerminalFD(_ index: UInt32, in process: RemoteProcess, descriptors: [FdinfoEntry], files: [UInt32: FileEntry],
+                                _ body: (UInt64) throws -> Void) throws {
         let onPair = descriptors.filter { d in files[d.id].flatMap { ownIndex(of: $0) } == index }
-        let slave = onPair.first { files[$0.id]!.tty.ttyInfoID & 1 == 0 }
-        return (slave ?? onPair.first).map { UInt64($0.fd) }
+        if let own = onPair.first(where: { files[$0.id]!.tty.ttyInfoID & 1 == 0 }) ?? onPair.first {
+            return try body(UInt64(own.fd))
+        }
+        guard let master = masters[index] else { throw CryoError("no master was made for /dev/pts/\(index)") }
+        let lent = UInt64(descriptors.map(\.fd).max() ?? 0) + 1
+        let installer = try FDInstaller(process, spare: lent + 1)
+        defer { installer.close() }
+        try installer.install(master, at: lent)
+        defer { _ = try? process.syscall(Syscall.close, lent) }
+        try body(lent)
     }
 }
