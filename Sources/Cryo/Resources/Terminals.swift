@@ -89,7 +89,9 @@ struct KernelTermios {
     var bytes = [UInt8](repeating: 0, count: 44)
     static let ccCount = 19
 
+    /// The u32 at byte `offset`.
     func word(_ offset: Int) -> UInt32 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) } }
+    /// Stores a u32 at byte `offset`.
     mutating func setWord(_ offset: Int, _ value: UInt32) {
         withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(offset..<offset + 4, with: $0) }
     }
@@ -97,23 +99,25 @@ struct KernelTermios {
     var oflag: UInt32 { get { word(4) } set { setWord(4, newValue) } }
     var lflag: UInt32 { get { word(12) } set { setWord(12, newValue) } }
 
-    /// Reads the settings of the terminal behind `fd` (`request`: TCGETS2 or TIOCGLCKTRMIOS).
-    static func get(_ fd: Int32, _ request: UInt = TerminalResource.TCGETS2) throws -> KernelTermios {
+    /// Reads the settings of `terminal`, behind `fd` (`request`: TCGETS2 or TIOCGLCKTRMIOS;
+    /// a hung-up terminal answers EIO).
+    static func get(_ fd: Int32, _ request: UInt = TerminalResource.TCGETS2, of terminal: String) throws -> KernelTermios {
         var t = KernelTermios()
         guard t.bytes.withUnsafeMutableBytes({ cl_ioctl_ptr(fd, request, $0.baseAddress) }) == 0 else {
-            throw CryoError("cannot read the settings of a terminal", errno: Errno(rawValue: errnoValue))
+            throw CryoError("cannot read the settings of \(terminal)", errno: Errno(rawValue: errnoValue))
         }
         return t
     }
 
-    /// Applies the settings at once (no drain: the processes are stopped).
-    func set(_ fd: Int32, _ request: UInt = TerminalResource.TCSETS2) throws {
+    /// Applies the settings to `terminal` at once (no drain: its processes are stopped).
+    func set(_ fd: Int32, _ request: UInt = TerminalResource.TCSETS2, of terminal: String) throws {
         var copy = bytes
         guard copy.withUnsafeMutableBytes({ cl_ioctl_ptr(fd, request, $0.baseAddress) }) == 0 else {
-            throw CryoError("cannot change the settings of a terminal", errno: Errno(rawValue: errnoValue))
+            throw CryoError("cannot change the settings of \(terminal)", errno: Errno(rawValue: errnoValue))
         }
     }
 
+    /// The settings as CRIU's `termios_entry`.
     var entry: TermiosEntry {
         var e = TermiosEntry()
         e.cIflag = word(0); e.cOflag = word(4); e.cCflag = word(8); e.cLflag = word(12)
@@ -123,8 +127,10 @@ struct KernelTermios {
         return e
     }
 
+    /// All zero.
     init() {}
 
+    /// The settings a `termios_entry` describes.
     init(_ e: TermiosEntry) {
         setWord(0, e.cIflag); setWord(4, e.cOflag); setWord(8, e.cCflag); setWord(12, e.cLflag)
         bytes[16] = UInt8(truncatingIfNeeded: e.cLine)
@@ -243,8 +249,9 @@ struct TerminalDump {
             var pty = TtyPtyEntry()
             pty.index = index
             info.pty = pty
-            info.termios = try KernelTermios.get(any).entry
-            info.termiosLocked = try KernelTermios.get(any, TerminalResource.TIOCGLCKTRMIOS).entry
+            let name = "/dev/pts/\(index)"
+            info.termios = try KernelTermios.get(any, of: name).entry
+            info.termiosLocked = try KernelTermios.get(any, TerminalResource.TIOCGLCKTRMIOS, of: name).entry
             var size = winsize()
             guard cl_ioctl_ptr(any, TerminalResource.TIOCGWINSZ, &size) == 0 else {
                 throw CryoError("cannot read the window size of /dev/pts/\(index)", errno: Errno(rawValue: errnoValue))
@@ -288,10 +295,11 @@ struct TerminalDump {
 enum QueuedTerminalData {
     /// Reads and puts back both queues of pair `index`; the entries for `tty-data.img`.
     static func capture(index: UInt32, master: Int32, slave: Int32, packetMode: Bool, log: Log) throws -> [TtyDataEntry] {
-        let saved = try KernelTermios.get(slave)
-        defer { try? saved.set(slave) }
+        let name = "/dev/pts/\(index)"
+        let saved = try KernelTermios.get(slave, of: name)
+        defer { try? saved.set(slave, of: name) }
         // Non-canonical, VMIN 0: all the slave's queue is readable and a read never waits.
-        try saved.transparentInput.set(slave)
+        try saved.transparentInput.set(slave, of: name)
         let forSlave = drain(slave, count: nil)
         // The master is blocking (its description is the process's): read only what it says it has.
         if packetMode { _ = terminalIoctl(master, TerminalResource.TIOCPKT, 0) }
@@ -313,11 +321,11 @@ enum QueuedTerminalData {
     /// gives the slave back `settings`.
     static func refill(index: UInt32, master: Int32, slave: Int32, settings: KernelTermios, forSlave: [UInt8], forMaster: [UInt8]) throws {
         if !forMaster.isEmpty {
-            try settings.transparentOutput.set(slave)
+            try settings.transparentOutput.set(slave, of: "/dev/pts/\(index)")
             try writeAll(slave, forMaster, what: "the master of /dev/pts/\(index)")
         }
         if !forSlave.isEmpty {
-            try settings.transparentInput.set(slave)
+            try settings.transparentInput.set(slave, of: "/dev/pts/\(index)")
             let before = terminalIoctl(slave, TerminalResource.TIOCINQ) ?? 0
             try writeAll(master, forSlave, what: "/dev/pts/\(index)")
             // The kernel moves written bytes into the slave's queue from a work queue: the
@@ -327,7 +335,7 @@ enum QueuedTerminalData {
                 usleep(5000)
             }
         }
-        try settings.set(slave)
+        try settings.set(slave, of: "/dev/pts/\(index)")
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8], what: String) throws {
@@ -448,8 +456,8 @@ final class TerminalTable {
                     close(fd); throw CryoError("cannot unlock /dev/pts/\(index)", errno: Errno(rawValue: errnoValue))
                 }
                 do {
-                    try KernelTermios(info.termios).set(fd)
-                    try KernelTermios(info.termiosLocked).set(fd, TerminalResource.TIOCSLCKTRMIOS)
+                    try KernelTermios(info.termios).set(fd, of: "/dev/pts/\(index)")
+                    try KernelTermios(info.termiosLocked).set(fd, TerminalResource.TIOCSLCKTRMIOS, of: "/dev/pts/\(index)")
                     var size = winsize(ws_row: UInt16(info.winsize.wsRow), ws_col: UInt16(info.winsize.wsCol),
                                        ws_xpixel: UInt16(info.winsize.wsXpixel), ws_ypixel: UInt16(info.winsize.wsYpixel))
                     guard cl_ioctl_ptr(fd, TerminalResource.TIOCSWINSZ, &size) == 0 else {
@@ -484,7 +492,7 @@ final class TerminalTable {
         }
         // The settings the program left (raw mode, no echo...) matter to it; the window size
         // is the new terminal's own, so it is left alone.
-        if info.hasTermios { try KernelTermios(info.termios).set(STDIN_FILENO) }
+        if info.hasTermios { try KernelTermios(info.termios).set(STDIN_FILENO, of: "cryo's terminal (stdin)") }
         return STDIN_FILENO
     }
 
