@@ -296,3 +296,14 @@ def test_pty_data_leave_running(h):
     assert sorted(e["tty_id"] % 2 for e in data) == [0, 1], data  # both queues had bytes
     pid = h.restore(expect_pid=s.pid)
     h.finish(pid)
+
+
+def test_pty_notices_lost_queues(h):
+    """Negative control: without tty-data.img the restored pty subject finds its queues empty
+    and fails, so its PASS after a real round trip means the bytes came back."""
+    s = h.start_subject("pty")
+    h.dump(s)
+    (h.images / "tty-data.img").unlink()
+    pid = h.restore(expect_pid=s.pid)
+    text = h.finish(pid, expect="FAIL")
+    assert "queued for the slave" in text and "queued for the master" in text, text
