@@ -307,3 +307,20 @@ def test_pty_notices_lost_queues(h):
     pid = h.restore(expect_pid=s.pid)
     text = h.finish(pid, expect="FAIL")
     assert "queued for the slave" in text and "queued for the master" in text, text
+
+
+def test_session_leader_on_terminal_with_j(h, terminals):
+    """With -j, a session leader on a foreign terminal is dumped; restored with -j it leads its
+    own session again (its sid is its pid, in the tree) and its fds on the old terminal are
+    the new one."""
+    old = terminals()
+    s = start_on_terminal(h, old, "counter", in_shell=False)
+    h.dump(s, "-j")
+    new = terminals()
+    pid, cryo = restore_on(h, new, "-j")
+    assert pid == s.pid
+    assert [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)] == [new.name] * 3
+    f = stat_fields(pid)
+    assert int(f[2]) == pid and int(f[3]) == pid, f"group {f[2]}, session {f[3]}"
+    h.finish(pid)
+    assert cryo.wait(timeout=10) == 0
