@@ -12,13 +12,14 @@
  *                     and stdout on the slave, answers each line it reads with "got: LINE"
  *
  * Checked at the end: R: the terminal shows "got: last" after R typed "last", and it showed
- * an answer to every line it typed before (counted); S: it leads its session, the slave is its
+ * the answer to the last line it typed before; S: it leads its session, the slave is its
  * controlling terminal (/dev/tty opens, /proc/self/stat's tty_nr is the slave), J's group is
  * in the foreground; J: it leads its group in S's session, which is the foreground group, and it
  * answered every line it read.
  */
 #include "subject.h"
 #include "family.h"
+#include "lines.h"
 
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -55,32 +56,13 @@ static void job(void *arg)
         die("J: tcsetpgrp");
     signal(SIGTTOU, SIG_DFL);
     family_ready();
-    char line[512];
-    size_t len = 0;
-    long lines = 0, answered = 0;
-    while (!family_poll(5)) {
-        ssize_t n = read(0, line + len, sizeof(line) - 1 - len);
-        if (n <= 0)
-            continue;
-        len += (size_t)n;
-        char *nl;
-        while ((nl = memchr(line, '\n', len)) != NULL) {
-            size_t one = (size_t)(nl - line);
-            char reply[600];
-            int r = snprintf(reply, sizeof(reply), "got: %.*s\n", (int)one, line);
-            lines++;
-            if (write(1, reply, r) == r)
-                answered++;
-            memmove(line, nl + 1, len - one - 1);
-            len -= one + 1;
-        }
-        if (len == sizeof(line) - 1)
-            len = 0;
-    }
+    struct line_answerer a = { .len = 0 };
+    while (!family_poll(5))
+        answer_lines(&a, 0, 1, "got: ");
     check(getpgrp() == getpid(), "J: group %d is not its own", (int)getpgrp());
     check(getsid(0) == getppid(), "J: session %d, not S's (%d)", (int)getsid(0), (int)getppid());
     check(tcgetpgrp(0) == getpgrp(), "J: foreground group %d, J's %d", (int)tcgetpgrp(0), (int)getpgrp());
-    check(lines == answered, "J: %ld lines read, %ld answered", lines, answered);
+    check(a.lines == a.answered, "J: %ld lines read, %ld answered", a.lines, a.answered);
 }
 
 static void shell(void *arg)

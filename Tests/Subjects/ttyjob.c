@@ -13,6 +13,7 @@
  * its group (it is a job of someone else's session); every line read was answered.
  */
 #include "subject.h"
+#include "lines.h"
 
 #include <sys/stat.h>
 #include <termios.h>
@@ -24,32 +25,11 @@ int main(int argc, char **argv)
         if (!isatty(fd))
             die("fd %d is not a terminal", fd);
 
-    long lines = 0, answered = 0;
-    char line[512];
-    size_t len = 0;
+    struct line_answerer a = { .len = 0 };
     subject_ready();
-    while (!subject_stopping()) {
-        ssize_t n = read(0, line + len, sizeof(line) - 1 - len);
-        if (n <= 0) {
-            if (n == 0)
-                sleep_ms(10); /* hung up: wait for SIGTERM */
-            continue;
-        }
-        len += (size_t)n;
-        char *nl;
-        while ((nl = memchr(line, '\n', len)) != NULL) {
-            size_t one = (size_t)(nl - line);
-            char reply[600];
-            int r = snprintf(reply, sizeof(reply), "echo: %.*s\n", (int)one, line);
-            lines++;
-            if (write(1, reply, r) == r)
-                answered++;
-            memmove(line, nl + 1, len - one - 1);
-            len -= one + 1;
-        }
-        if (len == sizeof(line) - 1)
-            len = 0;
-    }
+    while (!subject_stopping())
+        if (answer_lines(&a, 0, 1, "echo: ") == 0)
+            sleep_ms(10); /* hung up: wait for SIGTERM */
 
     struct stat st[3];
     for (int fd = 0; fd < 3; fd++)
@@ -59,6 +39,6 @@ int main(int argc, char **argv)
     check(tcgetpgrp(0) == getpgrp(), "foreground group %d, ours %d", (int)tcgetpgrp(0), (int)getpgrp());
     check(getsid(0) != getpid(), "the subject leads its session");
     check(getpgrp() != getpid(), "the subject leads its process group");
-    check(lines == answered, "%ld lines read, %ld answered", lines, answered);
+    check(a.lines == a.answered, "%ld lines read, %ld answered", a.lines, a.answered);
     return subject_finish();
 }
