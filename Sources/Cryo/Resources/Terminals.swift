@@ -66,6 +66,9 @@ enum TerminalResource {
         encode(major: slaveMajors.lowerBound + index / 256, minor: index % 256)
     }
 
+    /// Where slave `index` is opened (the devpts of Cryo's mount namespace).
+    static func slavePath(_ index: UInt32) -> String { "/dev/pts/\(index)" }
+
     /// The kernel's `new_encode_dev`: minor's low byte, major, then the rest of minor.
     static func encode(major: UInt32, minor: UInt32) -> UInt32 {
         major << 8 | (minor & 0xff) | ((minor & ~0xff) << 12)
@@ -234,7 +237,7 @@ struct TerminalDump {
             // can never hang; the process's own (by pidfd_getfd) if /dev/pts here is another
             // devpts instance than the process's, or the pty is locked again.
             let slave = try slaves[index].map { s -> Int32 in
-                let fd = open("/dev/pts/\(index)", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+                let fd = open(TerminalResource.slavePath(index), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
                 var st = stat()
                 if fd >= 0 && fstat(fd, &st) == 0 && UInt64(st.st_dev) == s.device { return fd }
                 if fd >= 0 { close(fd) }
@@ -249,7 +252,7 @@ struct TerminalDump {
             var pty = TtyPtyEntry()
             pty.index = index
             info.pty = pty
-            let name = "/dev/pts/\(index)"
+            let name = TerminalResource.slavePath(index)
             info.termios = try KernelTermios.get(any, of: name).entry
             info.termiosLocked = try KernelTermios.get(any, TerminalResource.TIOCGLCKTRMIOS, of: name).entry
             var size = winsize()
@@ -295,7 +298,7 @@ struct TerminalDump {
 enum QueuedTerminalData {
     /// Reads and puts back both queues of pair `index`; the entries for `tty-data.img`.
     static func capture(index: UInt32, master: Int32, slave: Int32, packetMode: Bool, log: Log) throws -> [TtyDataEntry] {
-        let name = "/dev/pts/\(index)"
+        let name = TerminalResource.slavePath(index)
         let saved = try KernelTermios.get(slave, of: name)
         defer { try? saved.set(slave, of: name) }
         // Non-canonical, VMIN 0: all the slave's queue is readable and a read never waits.
@@ -370,12 +373,15 @@ enum QueuedTerminalData {
 /// of the dump with its index, settings, lock and queued data; its fds go to the processes
 /// like pipes. With `--shell-job`, the job's terminal is Cryo's stdin.
 final class TerminalTable {
+    /// `tty-info.img`, by id (CRIU's: pty index * 2, + 1 for the master).
     private let infos: [UInt32: TtyInfoEntry]
     /// Cryo's fd for each tty file description of the dump.
     private var descriptions: [UInt32: Int32] = [:]
     /// Masters by pty index.
     private var masters: [UInt32: Int32] = [:]
 
+    /// Makes every terminal the dump's `files` name: masters first (a slave opens only once
+    /// its master exists), then slaves, then each pair's data and lock.
     init(_ images: ImageDirectory, files: [UInt32: FileEntry], shellJob: Bool) throws {
         let ttys = files.values.filter { $0.type == .tty && $0.hasTty }.sorted { $0.id < $1.id }
         guard !ttys.isEmpty else { infos = [:]; return }
@@ -393,7 +399,11 @@ final class TerminalTable {
                 guard let info = infos[file.tty.ttyInfoID], info.type == .pty, info.hasPty else {
                     throw CryoError("cannot restore: tty-info.img has no pty entry \(file.tty.ttyInfoID) for file id \(file.id)")
                 }
-                if info.id & 1 == 1 { descriptions[file.id] = try makeMaster(file, info) }
+                guard info.id & 1 == 1 else { continue }
+                guard info.hasTermios && info.hasTermiosLocked && info.hasWinsize else {
+                    throw CryoError("cannot restore: tty-info.img entry \(info.id) (the master of /dev/pts/\(info.pty.index)) lacks its settings")
+                }
+                descriptions[file.id] = try makeMaster(file, info)
             }
             for file in ttys where descriptions[file.id] == nil {
                 descriptions[file.id] = try openSlave(file, infos[file.tty.ttyInfoID]!, shellJob: shellJob)
@@ -409,6 +419,7 @@ final class TerminalTable {
 
     deinit { closeAll() }
 
+    /// Closes Cryo's fds (never its stdin, lent to a shell job).
     private func closeAll() {
         for fd in Set(descriptions.values) where fd != STDIN_FILENO { close(fd) }
         descriptions = [:]
@@ -480,7 +491,7 @@ final class TerminalTable {
         let index = info.pty.index
         if masters[index] != nil {
             let flags = Int32(bitPattern: file.tty.flags) & ~(O_CREAT | O_EXCL | O_TRUNC)
-            let fd = open("/dev/pts/\(index)", flags | O_NOCTTY | O_CLOEXEC)
+            let fd = open(TerminalResource.slavePath(index), flags | O_NOCTTY | O_CLOEXEC)
             guard fd >= 0 else { throw CryoError("cannot open /dev/pts/\(index)", errno: Errno(rawValue: errnoValue)) }
             return fd
         }
