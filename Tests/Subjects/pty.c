@@ -14,9 +14,10 @@
  * Checked at SIGTERM: both masters still have their pts index; A's slave is /dev/pts/<index>;
  * A's settings, window size, packet mode, exclusive flag; B is still locked, not in packet
  * mode, its window 24x80; A's slave is still the controlling terminal of the session, with the
- * subject's group in the foreground; the slave reads exactly the two queued lines (in any
- * number of reads: the line boundaries are not checked) and the master reads exactly the
- * slave's line; then the pair still carries new data both ways.
+ * subject's group in the foreground, and an fd on /dev/tty opened at the start reaches it;
+ * the slave reads exactly the two queued lines (in any number of reads: the line boundaries
+ * are not checked) and the master reads exactly the slave's line; then the pair still
+ * carries new data both ways.
  */
 #include "subject.h"
 
@@ -102,6 +103,9 @@ int main(int argc, char **argv)
         die("TIOCSCTTY");
     if (tcsetpgrp(sa, getpgrp()) != 0)
         die("tcsetpgrp");
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY); /* names the controlling terminal */
+    if (tty < 0)
+        die("open /dev/tty");
 
     if (write(ma, to_slave, strlen(to_slave)) != (ssize_t)strlen(to_slave))
         die("write to master");
@@ -152,6 +156,8 @@ int main(int argc, char **argv)
     check((fcntl(ma, F_GETFL) & O_NONBLOCK) && (fcntl(sa, F_GETFL) & O_NONBLOCK), "pair A fds lost O_NONBLOCK");
     check(tcgetsid(sa) == getsid(0), "slave A belongs to session %d, not ours (%d)", (int)tcgetsid(sa), (int)getsid(0));
     check(tcgetpgrp(sa) == getpgrp(), "slave A foreground group %d, ours %d", (int)tcgetpgrp(sa), (int)getpgrp());
+    check(tcgetsid(tty) == getsid(0) && tcgetpgrp(tty) == getpgrp(), "/dev/tty: session %d, foreground group %d",
+          (int)tcgetsid(tty), (int)tcgetpgrp(tty));
 
     check_bytes("queued for the slave", sa, to_slave, 0);
     check_bytes("queued for the master", ma, to_master, 1);

@@ -9,7 +9,8 @@
  *
  * Checked at SIGTERM (and so after a --shell-job restore, on whatever terminal it is then):
  * fds 0, 1 and 2 are one terminal, which is the controlling terminal of the subject's session
- * and has the subject's group in the foreground; the subject leads neither its session nor
+ * and has the subject's group in the foreground; an fd on /dev/tty, opened at the start,
+ * works on the session's terminal; the subject leads neither its session nor
  * its group (it is a job of someone else's session); every line read was answered.
  */
 #include "subject.h"
@@ -25,6 +26,9 @@ int main(int argc, char **argv)
         if (!isatty(fd))
             die("fd %d is not a terminal", fd);
 
+    int tty = open("/dev/tty", O_RDWR); /* the controlling terminal, whichever it is */
+    if (tty < 0)
+        die("open /dev/tty");
     struct line_answerer a = { .len = 0 };
     subject_ready();
     while (!subject_stopping())
@@ -37,6 +41,7 @@ int main(int argc, char **argv)
     check(st[0].st_rdev == st[1].st_rdev && st[1].st_rdev == st[2].st_rdev, "fds 0-2 are not one terminal");
     check(tcgetsid(0) == getsid(0), "the terminal belongs to session %d, ours is %d", (int)tcgetsid(0), (int)getsid(0));
     check(tcgetpgrp(0) == getpgrp(), "foreground group %d, ours %d", (int)tcgetpgrp(0), (int)getpgrp());
+    check(tcgetsid(tty) == getsid(0), "/dev/tty (fd %d) is in session %d, ours is %d", tty, (int)tcgetsid(tty), (int)getsid(0));
     check(getsid(0) != getpid(), "the subject leads its session");
     check(getpgrp() != getpid(), "the subject leads its process group");
     check(a.lines == a.answered, "%ld lines read, %ld answered", a.lines, a.answered);

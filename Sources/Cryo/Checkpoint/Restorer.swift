@@ -160,11 +160,13 @@ final class TreeBuilder {
         else if image.pstree.pgid == UInt32(pid) { _ = try call("setpgid", 109, 0, 0) }
         if image.isZombie { return }
 
-        try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
-        // Before any child is forked: children inherit the session's terminal.
+        // The session's terminal before the files (an fd on /dev/tty opens the controlling
+        // terminal) and before any child is forked (children inherit it).
         if image.pstree.sid == UInt32(pid) {
-            try objects.terminals.restoreControllingTerminal(process, descriptors: image.descriptors, files: tree.files)
+            let inUse = (image.descriptors + (inherited ?? [])).map(\.fd).max() ?? 0
+            try objects.terminals.restoreControllingTerminal(process, freeFD: UInt64(inUse) + 1)
         }
+        try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
         try FileLockResource.restore(tree.locks, process)
         let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
         pagesRestored += try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,

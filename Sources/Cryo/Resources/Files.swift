@@ -219,7 +219,10 @@ struct FileTable {
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
-            let (major, _) = TerminalResource.majorMinor(UInt64(st.st_rdev))
+            let (major, minor) = TerminalResource.majorMinor(UInt64(st.st_rdev))
+            // /dev/tty names no terminal but the session's controlling one: reopened by path
+            // from inside the process, once its session has its terminal again.
+            if target == "/dev/tty" && major == TerminalResource.auxMajor && minor == 0 { return }
             if major == 4 || major == TerminalResource.auxMajor {
                 throw CryoError("\(what) the terminal \(target), which is not a pseudo-terminal: Cryo restores ptys only (the tree's own, and with --shell-job the one it runs on); run it detached from terminals (setsid, stdio on files)")
             }

@@ -529,12 +529,14 @@ final class TerminalTable {
         }
     }
 
-    /// Makes pty `index` the controlling terminal of session leader `process` (from inside it:
-    /// TIOCSCTTY acts on the caller's session).
-    func restoreControllingTerminal(_ process: RemoteProcess, descriptors: [FdinfoEntry], files: [UInt32: FileEntry]) throws {
+    /// Makes the pairs whose session `process` leads its controlling terminals again (from
+    /// inside it: TIOCSCTTY acts on the caller's session). Runs before its fds are restored,
+    /// so Cryo's master is lent for the call, at `freeFD` (a number its restored table does
+    /// not use); terminal ioctls on a master act on its slave.
+    func restoreControllingTerminal(_ process: RemoteProcess, freeFD: UInt64) throws {
         for (index, _) in controlledTerminals(session: process.pid) {
-            try withTerminalFD(index, in: process, descriptors: descriptors, files: files) { fd in
-                _ = try process.checkedSyscall("ioctl(TIOCSCTTY) on fd \(fd) (/dev/pts/\(index))", 16, [fd, TerminalResource.TIOCSCTTY, 0])
+            try lendMaster(index, to: process, at: freeFD) { fd in
+                _ = try process.checkedSyscall("ioctl(TIOCSCTTY) on \(TerminalResource.slavePath(index))", 16, [fd, TerminalResource.TIOCSCTTY, 0])
             }
         }
     }
@@ -553,20 +555,24 @@ final class TerminalTable {
 
     /// Runs `body` with an fd of `process` on pair `index`: one of its own (the slave
     /// preferred), or else Cryo's master lent for the moment — a session leader may have
-    /// closed every fd on its terminal and still control it. Terminal ioctls on a master act
-    /// on its slave.
+    /// closed every fd on its terminal and still control it.
     private func withTerminalFD(_ index: UInt32, in process: RemoteProcess, descriptors: [FdinfoEntry], files: [UInt32: FileEntry],
                                 _ body: (UInt64) throws -> Void) throws {
         let onPair = descriptors.filter { d in files[d.id].flatMap { ownIndex(of: $0) } == index }
         if let own = onPair.first(where: { files[$0.id]!.tty.ttyInfoID & 1 == 0 }) ?? onPair.first {
             return try body(UInt64(own.fd))
         }
-        guard let master = masters[index] else { throw CryoError("no master was made for /dev/pts/\(index)") }
-        let lent = UInt64(descriptors.map(\.fd).max() ?? 0) + 1
-        let installer = try FDInstaller(process, spare: lent + 1)
+        try lendMaster(index, to: process, at: UInt64(descriptors.map(\.fd).max() ?? 0) + 1, body)
+    }
+
+    /// Installs Cryo's master of pair `index` in `process` at fd `fd` (free there), runs
+    /// `body` with it, and closes it again. Terminal ioctls on a master act on its slave.
+    private func lendMaster(_ index: UInt32, to process: RemoteProcess, at fd: UInt64, _ body: (UInt64) throws -> Void) throws {
+        guard let master = masters[index] else { throw CryoError("no master was made for \(TerminalResource.slavePath(index))") }
+        let installer = try FDInstaller(process, spare: fd + 1)
         defer { installer.close() }
-        try installer.install(master, at: lent)
-        defer { _ = try? process.syscall(Syscall.close, lent) }
-        try body(lent)
+        try installer.install(master, at: fd)
+        defer { _ = try? process.syscall(Syscall.close, fd) }
+        try body(fd)
     }
 }
