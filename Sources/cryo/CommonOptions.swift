@@ -25,6 +25,13 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
+/// CRIU's `--shell-job`, the same on dump and restore.
+struct ShellJobOption: ParsableArguments {
+    @Flag(name: [.customShort("j"), .customLong("shell-job")],
+          help: "Dump: allow a tree started from a shell (its session and terminal outside the dump). Restore: put such a tree in cryo's session, process group and terminal.")
+    var shellJob = false
+}
+
 /// Runs `body`, turning a `CryoError` into one `Error:` line and exit status 1, as CRIU does.
 func reporting<T>(_ log: Log?, _ body: () throws -> T) throws -> T {
     do { return try body() } catch {

@@ -23,8 +23,7 @@ struct Dump: ParsableCommand {
     @Flag(name: [.customShort("s"), .customLong("leave-stopped")], help: "Leave the process stopped (SIGSTOP) after the dump.")
     var leaveStopped = false
 
-    @Flag(name: [.customShort("j"), .customLong("shell-job")], help: "Allow a process that belongs to a session it does not lead.")
-    var shellJob = false
+    @OptionGroup var shellJob: ShellJobOption
 
     @Flag(name: .customLong("file-locks"), help: "Save the file locks the processes hold (flock, POSIX, OFD).")
     var fileLocks = false
@@ -39,7 +38,7 @@ struct Dump: ParsableCommand {
             let images = try ImageDirectory(path: common.imagesDir, create: false, writable: true)
             var options = DumpOptions(pid: pid, images: images)
             options.afterDump = leaveStopped ? .stop : leaveRunning ? .resume : .kill
-            options.shellJob = shellJob
+            options.shellJob = shellJob.shellJob
             options.fileLocks = fileLocks
             if let ghostLimit {
                 guard let bytes = parseSize(ghostLimit) else { throw CryoError("--ghost-limit \(ghostLimit): not a size") }

@@ -19,14 +19,15 @@ struct Restore: ParsableCommand {
     @Option(name: .customLong("pidfile"), help: ArgumentHelp("Write the restored process's pid to FILE.", valueName: "FILE"))
     var pidfile: String?
 
-    @Flag(name: [.customShort("j"), .customLong("shell-job")], help: "Accepted for compatibility with CRIU.")
-    var shellJob = false
+    @OptionGroup var shellJob: ShellJobOption
 
     func run() throws {
         let log = try reporting(nil) { try common.makeLog() }
         let (pid, images) = try reporting(log) {
             let images = try ImageDirectory(path: common.imagesDir)
-            return (try Restorer.restore(RestoreOptions(images: images), log: log), images)
+            var options = RestoreOptions(images: images)
+            options.shellJob = shellJob.shellJob
+            return (try Restorer.restore(options, log: log), images)
         }
         if let pidfile {
             try reporting(log) {

@@ -63,10 +63,16 @@ SUBJECT_ARGS = {
     "sysvshm": [],
     "posixtimers": [],
     "inotify": ["--dir", "{work}"],
+    "pty": [],
+    "ttyjob": [],
+    "ptytree": [],
 }
-ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers", "inotify"]
+ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers", "inotify",
+                      "pty"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm", "ptytree"]
+# Subjects that run on a terminal (a shell job's): started on a pty by test_tty.py.
+TERMINAL_SUBJECTS = ["ttyjob"]
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 10.0

@@ -10,15 +10,16 @@ import subprocess
 
 import pytest
 
-from conftest import CC_FLAGS, ROUNDTRIP_SUBJECTS, SUBJECTS_SRC, TREE_SUBJECTS, assert_running_free, poll
+from conftest import (CC_FLAGS, ROUNDTRIP_SUBJECTS, SUBJECTS_SRC, TERMINAL_SUBJECTS, TREE_SUBJECTS,
+                      assert_running_free, poll)
 
 ALL_SUBJECTS = sorted(p.stem for p in SUBJECTS_SRC.glob("*.c"))
 
 
 def test_subject_list_is_complete():
     """Every subject is used by some round trip: the single-process ones by test_roundtrip.py,
-    the tree ones by test_tree.py."""
-    assert set(ROUNDTRIP_SUBJECTS) | set(TREE_SUBJECTS) | {"socket"} == set(ALL_SUBJECTS)
+    the tree ones by test_tree.py, the terminal ones by test_tty.py."""
+    assert set(ROUNDTRIP_SUBJECTS) | set(TREE_SUBJECTS) | set(TERMINAL_SUBJECTS) | {"socket"} == set(ALL_SUBJECTS)
 
 
 @pytest.mark.parametrize("name", ALL_SUBJECTS)
@@ -35,8 +36,9 @@ def counter_lines(s):
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-@pytest.mark.parametrize("name", ALL_SUBJECTS)
+@pytest.mark.parametrize("name", sorted(set(ALL_SUBJECTS) - set(TERMINAL_SUBJECTS)))
 def test_standalone_pass(hs, name):
+    """(Terminal subjects need a terminal: test_tty.py runs them alone.)"""
     s = hs.start_subject(name)
     assert_running_free(s.pid)
     if name == "counter":

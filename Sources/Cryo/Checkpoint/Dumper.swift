@@ -121,6 +121,7 @@ public enum Dumper {
         files.ghostLimit = options.ghostLimit
         var pstree: [PstreeEntry] = []
         var rootIDs = TaskKobjIdsEntry()
+        var terminalView: [TerminalDump.Member] = []
         for (index, m) in tree.enumerated() {
             let id = UInt32(index + 1)
             var ids = TaskKobjIdsEntry()
@@ -135,6 +136,8 @@ public enum Dumper {
                 entry.pgid = UInt32(stat[2]) ?? 0
                 entry.sid = UInt32(stat[3]) ?? 0
                 entry.threads = process.threads.map { UInt32($0.tid) }
+                // stat fields 7 and 8: controlling terminal and its foreground group.
+                terminalView.append(.init(pid: m.pid, sid: entry.sid, ttyNr: UInt32(stat[4]) ?? 0, tpgid: Int32(stat[5]) ?? 0))
                 let inTree = { (id: UInt32) in members.contains(pid_t(id)) }
                 if !options.shellJob && (!inTree(entry.sid) || !inTree(entry.pgid)) {
                     throw CryoError("process \(m.pid) is in session \(entry.sid), group \(entry.pgid), led by a process outside the dump: it was started from a shell job. Start the tree with setsid, or use --shell-job")
@@ -176,6 +179,11 @@ public enum Dumper {
         try MemfdResource.dump(files.memfds, firstPagesID: nextPagesID, images: images, stats: &stats)
         try GhostFileResource.write(files.ghosts, to: images)
         if !locks.isEmpty { try images.write("file-locks.img", magic: .fileLocks, locks) }
+        if !files.terminals.isEmpty {
+            let (info, data) = try files.terminals.images(members: terminalView, shellJob: options.shellJob, log: log)
+            try images.write("tty-info.img", magic: .ttyInfo, info)
+            if !data.isEmpty { try images.write("tty-data.img", magic: .ttyData, data) }
+        }
         try images.write("files.img", magic: .files, files.files)
         if let queues = try files.socketQueuesImage() { try images.writeFile("sk-queues.img", queues) }
         if let data = try files.pipesDataImage() { try images.writeFile("pipes-data.img", data) }

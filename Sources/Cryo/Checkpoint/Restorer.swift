@@ -6,6 +6,9 @@ import SystemPackage
 /// What `cryo restore` was asked to do.
 public struct RestoreOptions: Sendable {
     public var images: ImageDirectory
+    /// `--shell-job`: a tree dumped from a shell's session joins Cryo's session and process
+    /// group, and the shell's terminal becomes Cryo's stdin terminal.
+    public var shellJob = false
     public init(images: ImageDirectory) { self.images = images }
 }
 
@@ -24,7 +27,8 @@ public enum Restorer {
     /// Restores the tree and lets it run. Returns the root's pid; the caller is its parent.
     public static func restore(_ options: RestoreOptions, log: Log) throws -> pid_t {
         let started = monotonicMicroseconds()
-        let tree = try TreeImage.load(options.images)
+        var tree = try TreeImage.load(options.images)
+        try tree.joinRestoringSession(shellJob: options.shellJob, log: log)
         defer { tree.ghosts.removeAll() }
         let pid = tree.root.pid
         log.info("Restoring \(tree.processes.count) process(es) rooted at \(pid) from \(options.images.path)")
@@ -32,7 +36,7 @@ public enum Restorer {
         _ = try spawn(pid: pid, helper: helper)
         let builder: TreeBuilder
         do {
-            builder = try TreeBuilder(tree: tree, images: options.images, log: log)
+            builder = try TreeBuilder(tree: tree, images: options.images, shellJob: options.shellJob, log: log)
             builder.made[pid] = try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: helperSize)
         } catch {
             Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid)
@@ -129,11 +133,10 @@ final class TreeBuilder {
     let objects: FileObjects
     let shared: SharedMemoryTable
 
-    init(tree: TreeImage, images: ImageDirectory, log: Log) throws {
+    init(tree: TreeImage, images: ImageDirectory, shellJob: Bool, log: Log) throws {
         self.tree = tree
         self.log = log
-        self.objects = try FileObjects(images)
-        self.objects.allFiles = tree.files
+        self.objects = try FileObjects(images, files: tree.files, shellJob: shellJob)
         self.shared = try SharedMemoryTable(tree, images: images)
     }
 
@@ -157,6 +160,12 @@ final class TreeBuilder {
         else if image.pstree.pgid == UInt32(pid) { _ = try call("setpgid", 109, 0, 0) }
         if image.isZombie { return }
 
+        // The session's terminal before the files (an fd on /dev/tty opens the controlling
+        // terminal) and before any child is forked (children inherit it).
+        if image.pstree.sid == UInt32(pid) {
+            let inUse = (image.descriptors + (inherited ?? [])).map(\.fd).max() ?? 0
+            try objects.terminals.restoreControllingTerminal(process, freeFD: UInt64(inUse) + 1)
+        }
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
         try FileLockResource.restore(tree.locks, process)
         let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
@@ -255,6 +264,10 @@ final class TreeBuilder {
             if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {
                 try process.checkedSyscall("setpgid(0, \(image.pstree.pgid))", 109, [0, UInt64(image.pstree.pgid)])
             }
+        }
+        // Foreground groups name groups that exist only now.
+        for image in tree.processes where !image.isZombie && image.pstree.sid == UInt32(image.pid) {
+            try objects.terminals.restoreForegroundGroups(made[image.pid]!, descriptors: image.descriptors, files: tree.files)
         }
         // Credentials last: after them, a process may no longer be allowed the calls above.
         for image in tree.processes where !image.isZombie {

@@ -95,6 +95,30 @@ struct TreeImage {
 
     func process(_ pid: pid_t) -> ProcessImage? { processes.first { $0.pid == pid } }
 
+    /// CRIU's shell-job rule: a tree whose session leader was outside the dump (a job started
+    /// from a shell) joins the session of the restoring Cryo, and, unless the root led its own
+    /// process group, Cryo's group too — so the shell running Cryo sees the job as its own.
+    /// The restored root is Cryo's child and inherits both, so only the ids change here.
+    mutating func joinRestoringSession(shellJob: Bool, log: Log) throws {
+        let root = processes[0].pstree
+        let pids = Set(processes.map { UInt32($0.pid) })
+        guard !pids.contains(root.sid) else { return }
+        guard shellJob else {
+            throw CryoError("cannot restore: process \(root.pid) was in session \(root.sid), led by a process outside the dump (a shell job); restore it with --shell-job (-j) to make it part of cryo's session")
+        }
+        let sid = UInt32(getsid(0)), pgid = UInt32(getpgrp())
+        for id in [sid, pgid] where pids.contains(id) {
+            throw CryoError("cannot restore with --shell-job: cryo's session or process group \(id) is the pid of a process of the dump")
+        }
+        let oldGroup = root.pgid
+        let joinGroup = oldGroup != root.pid
+        log.info("shell job: session \(root.sid) -> \(sid)" + (joinGroup ? ", group \(oldGroup) -> \(pgid)" : ""))
+        for i in processes.indices {
+            if processes[i].pstree.sid == root.sid { processes[i].pstree.sid = sid }
+            if joinGroup && processes[i].pstree.pgid == oldGroup { processes[i].pstree.pgid = pgid }
+        }
+    }
+
     static func load(_ images: ImageDirectory) throws -> TreeImage {
         guard images.contains("inventory.img") else {
             throw CryoError("\(images.path) holds no complete dump: inventory.img is missing")

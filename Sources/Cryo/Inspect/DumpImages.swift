@@ -111,6 +111,11 @@ public final class DumpImages {
         case .eventfd:
             guard let f, f.hasEfd else { return "\(typeName).\(id)" }
             return "eventfd[counter \(f.efd.counter)]"
+        case .tty:
+            // CRIU's tty_info_id is the pty index times two, plus one for the master.
+            guard let f, f.hasTty else { return "\(typeName).\(id)" }
+            let index = f.tty.ttyInfoID >> 1
+            return f.tty.ttyInfoID & 1 == 1 ? "/dev/ptmx [pts \(index)]" : "/dev/pts/\(index)"
         default:
             return "\(typeName).\(id)"
         }

@@ -36,6 +36,8 @@ struct FileTable {
     private(set) var memfds: [(inodeID: UInt32, target: String, openPath: String)] = []
     /// "dev:ino" of each memfd -> its inode id.
     private var memfdIDs: [String: UInt32] = [:]
+    /// Pseudo-terminals seen, for `tty-info.img` and `tty-data.img`.
+    private(set) var terminals = TerminalDump()
 
     /// Character devices a process may keep open across a checkpoint: they carry no state.
     static let statelessDevices: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
@@ -213,10 +215,11 @@ struct FileTable {
                 unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
                 if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
             }
-            if !isPipe && !isFifo && anonKind == nil && unix == nil { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            let isTerminal = st.st_mode & S_IFMT == S_IFCHR && TerminalResource.peer(rdev: UInt64(st.st_rdev)) != nil
+            if !isPipe && !isFifo && anonKind == nil && unix == nil && !isTerminal { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : anonKind ?? .reg
+            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : isTerminal ? .tty : anonKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -248,6 +251,10 @@ struct FileTable {
                 let id = takeID()
                 files.append(FifoResource.entry(id: id, regfID: path, inode: inode))
                 fifos[inode] = fifos[inode] ?? (pid, fd)
+                entry.id = id
+            } else if isTerminal {
+                let id = takeID()
+                files.append(try terminals.entry(id: id, fd: fd, pid: pid, target: target, st: st, flags: openFlags & ~UInt32(O_CLOEXEC)))
                 entry.id = id
             } else if isPipe {
                 entry.id = addPipe(inode: UInt32(truncatingIfNeeded: st.st_ino), flags: openFlags & ~UInt32(O_CLOEXEC))
@@ -286,9 +293,12 @@ struct FileTable {
         if target.hasPrefix("anon_inode:") { throw CryoError("\(what) \(target); Cryo cannot dump this kind of file yet") }
         if type == S_IFCHR {
             if statelessDevices.contains(target) { return }
-            let major = (st.st_rdev >> 8) & 0xfff
-            if major == 136 || major == 4 || major == 5 {
-                throw CryoError("\(what) a terminal (\(target)); run it detached from terminals (e.g. setsid with stdio on files), or wait for --shell-job")
+            let (major, minor) = TerminalResource.majorMinor(UInt64(st.st_rdev))
+            // /dev/tty names no terminal but the session's controlling one: reopened by path
+            // from inside the process, once its session has its terminal again.
+            if target == "/dev/tty" && major == TerminalResource.auxMajor && minor == 0 { return }
+            if major == 4 || major == TerminalResource.auxMajor {
+                throw CryoError("\(what) the terminal \(target), which is not a pseudo-terminal: Cryo restores ptys only (the tree's own, and with --shell-job the one it runs on); run it detached from terminals (setsid, stdio on files)")
             }
             throw CryoError("\(what) the character device \(target); Cryo cannot dump device state")
         }
@@ -303,7 +313,8 @@ struct FileTable {
 extension FileEntry {
     /// Checks, before anything is created, that the file can be reopened as it was dumped.
     func verifyForRestore() throws {
-        if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .memfd && hasMemfd) || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
+        if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .memfd && hasMemfd) || (type == .tty && hasTty)
+            || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
             || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
         if type == .inotify && hasIfy { return try InotifyResource.verifyForRestore(self) }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
@@ -404,16 +415,20 @@ final class FileObjects {
     let sockets: UnixSocketTable
     let fifos: FifoTable
     let memfds: MemfdTable
+    let terminals: TerminalTable
     /// Every file entry of the dump (a socket's peer is found among them).
-    var allFiles: [UInt32: FileEntry] = [:]
+    let allFiles: [UInt32: FileEntry]
     private var created: [UInt32: Int32] = [:]
     private var watched = Set<UInt32>()
 
-    init(_ images: ImageDirectory) throws {
+    /// `shellJob`: the dump's outside terminal becomes Cryo's stdin terminal.
+    init(_ images: ImageDirectory, files: [UInt32: FileEntry], shellJob: Bool) throws {
+        allFiles = files
         pipes = try PipeTable(images)
         sockets = try UnixSocketTable(images)
         fifos = try FifoTable(images)
         memfds = try MemfdTable(images)
+        terminals = try TerminalTable(images, files: files, shellJob: shellJob)
     }
 
     deinit { for fd in created.values { close(fd) } }
@@ -424,6 +439,7 @@ final class FileObjects {
         if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
         if file.type == .fifo { return try fifos.descriptor(for: file, path: allFiles[file.fifo.regfID]) }
         if file.type == .memfd { return try memfds.descriptor(for: file) }
+        if file.type == .tty { return try terminals.descriptor(for: file) }
         if let fd = created[file.id] { return fd }
         let fd = file.type == .inotify ? try InotifyResource.create(file) : try EventFileResource.create(file)
         created[file.id] = fd
