@@ -52,6 +52,31 @@ long cl_raw_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long 
     return raw6(nr, a1, a2, a3, a4, a5, a6);
 }
 
+// The batch loop (see RemoteBatch.swift): rbx points at 64-byte records {nr, a1..a6,
+// may_fail}; each call's result replaces may_fail; it stops at nr == -1 or at the first error
+// of a call that may not fail, on the int3 at its end.
+const unsigned char cl_batch_code[CL_BATCH_CODE_SIZE] = {
+    0x48, 0x8b, 0x03,                   // 00 mov rax, [rbx]
+    0x48, 0x83, 0xf8, 0xff,             // 03 cmp rax, -1
+    0x74, 0x35,                         // 07 je done
+    0x48, 0x8b, 0x7b, 0x08,             // 09 mov rdi, [rbx+8]
+    0x48, 0x8b, 0x73, 0x10,             // 0d mov rsi, [rbx+16]
+    0x48, 0x8b, 0x53, 0x18,             // 11 mov rdx, [rbx+24]
+    0x4c, 0x8b, 0x53, 0x20,             // 15 mov r10, [rbx+32]
+    0x4c, 0x8b, 0x43, 0x28,             // 19 mov r8, [rbx+40]
+    0x4c, 0x8b, 0x4b, 0x30,             // 1d mov r9, [rbx+48]
+    0x4c, 0x8b, 0x63, 0x38,             // 21 mov r12, [rbx+56]
+    0x0f, 0x05,                         // 25 syscall
+    0x48, 0x89, 0x43, 0x38,             // 27 mov [rbx+56], rax
+    0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, // 2b cmp rax, -4095
+    0x72, 0x05,                         // 31 jb ok
+    0x4d, 0x85, 0xe4,                   // 33 test r12, r12
+    0x74, 0x06,                         // 36 jz done
+    0x48, 0x83, 0xc3, 0x40,             // 38 ok: add rbx, 64
+    0xeb, 0xc2,                         // 3c jmp 0
+    0xcc,                               // 3e done: int3
+};
+
 // glibc >= 2.35 exports where its rseq area lives relative to the thread pointer.
 extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
@@ -79,6 +104,8 @@ static __attribute__((noreturn, noinline)) void restore_child_main(const struct 
         raw6(SYS_exit_group, 71, 0, 0, 0, 0, 0);
     unsigned char *code = (unsigned char *)h;
     code[0] = 0x0f; code[1] = 0x05; code[2] = 0xcc;
+    for (int i = 0; i < CL_BATCH_CODE_SIZE; i++)
+        code[CL_BATCH_CODE_OFFSET + i] = cl_batch_code[i];
     raw6(SYS_mprotect, h, 4096, PROT_READ | PROT_EXEC, 0, 0, 0);
     // 4. Hand ourselves over.
     raw6(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0, 0, 0);

@@ -166,8 +166,14 @@ int cl_ioctl_ptr(int fd, unsigned long request, void *arg);
 // MARK: - the restore child
 
 /// Parameters for the code a new restore child runs before it is taken over.
+/// The batch loop's machine code (RemoteBatch.swift), and where a restore helper page has it.
+#define CL_BATCH_CODE_SIZE 63
+#define CL_BATCH_CODE_OFFSET 16
+extern const unsigned char cl_batch_code[CL_BATCH_CODE_SIZE];
+
 struct cl_restore_child_args {
-    /// Where to map the helper: an RX page with `syscall; int3`, then RW scratch pages.
+    /// Where to map the helper: an RX page with `syscall; int3` (and the batch loop at
+    /// CL_BATCH_CODE_OFFSET), then RW scratch pages.
     uint64_t helper_address;
     /// The helper's total size in bytes (a multiple of 4096, at least 8192).
     uint64_t helper_size;

@@ -131,6 +131,8 @@ final class TreeBuilder {
     var pagesRestored: UInt64 = 0
     var sharing = MemoryRestore.Sharing()
     let objects: FileObjects
+    /// Cryo's resource limits, which every process has until it sets its own.
+    let ownLimits = LimitsResource.own()
     let shared: SharedMemoryTable
 
     init(tree: TreeImage, images: ImageDirectory, shellJob: Bool, log: Log) throws {
@@ -215,7 +217,7 @@ final class TreeBuilder {
             _ = try call("chroot \(root)", Syscall.chroot, scratch)
         }
         try TimersResource.restore(tc.timers, process)
-        try LimitsResource.restore(tc.rlimits, process, log: log)
+        try LimitsResource.restore(tc.rlimits, process, inherited: ownLimits, log: log)
         if tc.childSubreaper { _ = try call("prctl(PR_SET_CHILD_SUBREAPER)", Syscall.prctl, 36, 1) }
         if mm.thpDisabled { _ = try call("prctl(PR_SET_THP_DISABLE)", Syscall.prctl, 41, 1) }
         if tc.hasOomScoreAdj, let fd = fopen("/proc/\(pid)/oom_score_adj", "w") {

@@ -25,6 +25,10 @@ public final class RemoteProcess {
     private var released = false
     /// Whether `scratch` was mapped by `scratchArea` (and must be unmapped on release).
     private var ownsScratch = true
+    /// Where the batch loop is (`RemoteBatch.swift`), if the process has it.
+    public private(set) var batchCode: UInt64?
+    /// Bytes `scratchArea` mapped: the scratch area and the page of code after it.
+    private var scratchMapping = 0
 
     /// The thread remote system calls run in.
     public var leader: RemoteThread { threads[0] }
@@ -112,6 +116,7 @@ public final class RemoteProcess {
         process.gadget = helper
         process.scratch = (helper + 4096, helperSize - 4096)
         process.ownsScratch = false
+        process.batchCode = helper + UInt64(CL_BATCH_CODE_OFFSET)
         return process
     }
 
@@ -151,12 +156,20 @@ public final class RemoteProcess {
     public func scratchArea(size: Int = 65536) throws -> UInt64 {
         if let s = scratch, s.size >= size { return s.address }
         guard ownsScratch else { throw CryoError("scratch area of \(scratch?.size ?? 0) bytes is too small for \(size)") }
-        if let s = scratch { _ = try? syscall(Syscall.munmap, s.address, UInt64(s.size)); scratch = nil }
+        if let s = scratch { _ = try? syscall(Syscall.munmap, s.address, UInt64(scratchMapping)); scratch = nil; batchCode = nil }
+        // The scratch area, then a page for the batch loop, made read+exec once written.
         let length = (size + 4095) & ~4095
-        let address = try checkedSyscall("mmap of a scratch area", Syscall.mmap, 0, UInt64(length),
-                                         UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
-        scratch = (UInt64(address), length)
-        return UInt64(address)
+        let address = UInt64(try checkedSyscall("mmap of a scratch area", Syscall.mmap, 0, UInt64(length + 4096),
+                                                UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0))
+        scratch = (address, length)
+        scratchMapping = length + 4096
+        let code = address + UInt64(length)
+        let loop = withUnsafeBytes(of: cl_batch_code) { Array($0) }
+        if (try? memory.write(loop, at: code)) != nil,
+           (try? syscall(Syscall.mprotect, code, 4096, UInt64(PROT_READ | PROT_EXEC))) == 0 {
+            batchCode = code
+        }
+        return address
     }
 
     /// What happens to the process when Cryo lets go of it.
@@ -184,9 +197,10 @@ public final class RemoteProcess {
             try? withUnsafeBytes(of: info) { try memory.write(area, $0) }
             _ = try? syscall(Syscall.rt_tgsigqueueinfo, UInt64(pid), UInt64(thread.tid), UInt64(info.si_signo), area, in: thread)
         }
-        if let s = scratch, ownsScratch, !threads.isEmpty {
-            _ = try? syscall(Syscall.munmap, s.address, UInt64(s.size))
+        if scratch != nil, ownsScratch, !threads.isEmpty {
+            _ = try? syscall(Syscall.munmap, scratch!.address, UInt64(scratchMapping))
             scratch = nil
+            batchCode = nil
         }
         for thread in threads {
             try? thread.restoreStoppedState()

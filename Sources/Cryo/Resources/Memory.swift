@@ -326,10 +326,12 @@ enum MemoryRestore {
         // 1. Everything but the helper and the kept mappings goes.
         var cursor: UInt64 = 0
         let keep = (kept.map { $0.start..<$0.end } + [helper..<helperEnd]).sorted { $0.lowerBound < $1.lowerBound }
+        var unmaps = try SyscallBatch(for: process)
         for range in keep + [0x7fff_ffff_f000..<0x7fff_ffff_f000] {
-            if range.lowerBound > cursor { _ = try call("munmap 0x\(String(cursor, radix: 16))", Syscall.munmap, cursor, range.lowerBound - cursor) }
+            if range.lowerBound > cursor { unmaps.add("munmap 0x\(String(cursor, radix: 16))", Syscall.munmap, cursor, range.lowerBound - cursor) }
             cursor = max(cursor, range.upperBound)
         }
+        try process.run(unmaps)
 
         log.debug("address space emptied (\(kept.count) mappings kept from the parent)")
         // 2. The vDSO and its data pages, at their dumped address.
@@ -348,26 +350,38 @@ enum MemoryRestore {
         for e in image.pagemap {
             if let v = vmas.first(where: { $0.start <= e.vaddr && e.vaddr < $0.end }) { withPages.insert(v.start) }
         }
-        var fileFDs: [UInt32: UInt64] = [:]
-        defer { for fd in fileFDs.values { _ = try? process.syscall(Syscall.close, fd) } }
+        // Files to map: all opened in one batch, mapped in the next, closed in a third.
         let specials = MemoryResource.areaVdso | MemoryResource.areaVvar | MemoryResource.areaVsyscall
-        for v in vmas where v.status & (specials | MemoryResource.anonShared | SysVSharedMemoryResource.areaSysVIPC) == 0 && !keptStarts.contains(v.start) {
+        let toMap = vmas.filter { $0.status & (specials | MemoryResource.anonShared | SysVSharedMemoryResource.areaSysVIPC) == 0 && !keptStarts.contains($0.start) }
+        var fileFDs: [UInt32: UInt64] = [:]
+        var opens = try SyscallBatch(for: process)
+        var opened: [UInt32] = []
+        for v in toMap where v.status & (MemoryResource.filePrivate | MemoryResource.fileShared) != 0 {
+            let id = UInt32(v.shmid)
+            if opened.contains(id) { continue }
+            let file = files[id]!
+            let path = file.hasMemfd ? try memfds.pathToMap(file) : file.reg.name
+            let writable = v.status & MemoryResource.fileShared != 0 && v.prot & UInt32(PROT_WRITE) != 0
+            opens.add("open \(path)", Syscall.openat, UInt64(bitPattern: -100), try opens.place(path), UInt64(writable ? O_RDWR : O_RDONLY), 0)
+            opened.append(id)
+        }
+        for (id, fd) in zip(opened, try process.run(opens)) { fileFDs[id] = UInt64(fd) }
+        defer {
+            var closes = try? SyscallBatch(for: process)
+            for fd in fileFDs.values { closes?.add("close", Syscall.close, fd, mayFail: true) }
+            if let closes { _ = try? process.run(closes) }
+        }
+        var maps = try SyscallBatch(for: process)
+        for v in toMap {
             var prot = v.prot
             if withPages.contains(v.start) { prot |= UInt32(PROT_WRITE) }
             let flags = UInt64(v.flags) | UInt64(MAP_FIXED)
-            var fd = UInt64.max
-            if v.status & (MemoryResource.filePrivate | MemoryResource.fileShared) != 0 {
-                let id = UInt32(v.shmid)
-                if let open = fileFDs[id] { fd = open } else {
-                    let writable = v.status & MemoryResource.fileShared != 0 && v.prot & UInt32(PROT_WRITE) != 0
-                    let file = files[id]!
-                    fd = try openRemote(file.hasMemfd ? try memfds.pathToMap(file) : file.reg.name, writable ? O_RDWR : O_RDONLY)
-                    fileFDs[id] = fd
-                }
-            }
-            let address = try call("mmap of 0x\(String(v.start, radix: 16))-0x\(String(v.end, radix: 16))", Syscall.mmap,
-                                   v.start, v.end - v.start, UInt64(prot), flags, fd, v.pgoff)
-            guard UInt64(address) == v.start else { throw CryoError("mmap put 0x\(String(v.start, radix: 16)) at 0x\(String(address, radix: 16))") }
+            let fd = v.status & (MemoryResource.filePrivate | MemoryResource.fileShared) != 0 ? fileFDs[UInt32(v.shmid)]! : UInt64.max
+            maps.add("mmap of 0x\(String(v.start, radix: 16))-0x\(String(v.end, radix: 16))", Syscall.mmap,
+                     v.start, v.end - v.start, UInt64(prot), flags, fd, v.pgoff)
+        }
+        for (v, address) in zip(toMap, try process.run(maps)) where UInt64(address) != v.start {
+            throw CryoError("mmap put 0x\(String(v.start, radix: 16)) at 0x\(String(address, radix: 16))")
         }
 
         // Shared memory after the private mappings, so a spare object mapping the kernel places
@@ -418,27 +432,34 @@ enum MemoryRestore {
             }
             offset += UInt64(e.nrPages) * 4096
         }
+        var before = try SyscallBatch(for: process)
         for address in parentOffsets.keys.sorted() {
-            _ = try call("madvise(MADV_DONTNEED) 0x\(String(address, radix: 16))", Syscall.madvise, address, 4096, 4)
+            before.add("madvise(MADV_DONTNEED) 0x\(String(address, radix: 16))", Syscall.madvise, address, 4096, 4)
         }
         let readOnlyKept = kept.filter { writtenInKept.contains($0.start) && $0.prot & UInt32(PROT_WRITE) == 0 }
         for v in readOnlyKept {
-            _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot | UInt32(PROT_WRITE)))
+            before.add("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot | UInt32(PROT_WRITE)))
         }
+        try process.run(before)
         try PageCopier.restore(to: process.memory, segments, from: image.pagesPath)
-        for v in readOnlyKept {
-            _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
-        }
 
         // 5. Final protections and advice.
-        for v in vmas where withPages.contains(v.start) && v.prot & UInt32(PROT_WRITE) == 0 && !keptStarts.contains(v.start) {
-            _ = try call("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
+        var after = try SyscallBatch(for: process)
+        for v in readOnlyKept {
+            after.add("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
         }
+        for v in vmas where withPages.contains(v.start) && v.prot & UInt32(PROT_WRITE) == 0 && !keptStarts.contains(v.start) {
+            after.add("mprotect 0x\(String(v.start, radix: 16))", Syscall.mprotect, v.start, v.end - v.start, UInt64(v.prot))
+        }
+        var advices: [(UInt64, Int)] = []
         for v in vmas where v.hasMadv && !keptStarts.contains(v.start) {
             for advice in 0..<64 where v.madv & (1 << UInt64(advice)) != 0 {
-                let r = try process.syscall(Syscall.madvise, v.start, v.end - v.start, UInt64(advice))
-                if r < 0 { log.warn("madvise(\(advice)) on 0x\(String(v.start, radix: 16)) failed: errno \(-r)") }
+                advices.append((v.start, after.add("madvise(\(advice))", Syscall.madvise, v.start, v.end - v.start, UInt64(advice), mayFail: true)))
             }
+        }
+        let results = try process.run(after)
+        for (start, index) in advices where results[index] < 0 {
+            log.warn("madvise on 0x\(String(start, radix: 16)) failed: errno \(-results[index])")
         }
         return pages
     }

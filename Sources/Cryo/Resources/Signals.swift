@@ -8,34 +8,38 @@ enum SignalsResource {
     static let sigactionSize = 32
 
     static func dumpActions(_ process: RemoteProcess) throws -> [SaEntry] {
-        let area = try process.scratchArea()
-        var result: [SaEntry] = []
+        _ = try process.scratchArea()
+        var batch = try SyscallBatch(for: process)
+        let area = try batch.reserve(64 * sigactionSize)
         for signal in 1...64 {
-            try process.checkedSyscall("rt_sigaction(\(signal)) read", Syscall.rt_sigaction, UInt64(signal), 0, area, 8)
-            let words = try process.memory.read(area, count: sigactionSize).withUnsafeBytes { raw in
-                (0..<4).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
-            }
-            var e = SaEntry()
-            e.sigaction = words[0]
-            e.flags = words[1]
-            e.restorer = words[2]
-            e.mask = words[3]
-            result.append(e)
+            batch.add("rt_sigaction(\(signal)) read", Syscall.rt_sigaction, UInt64(signal), 0, area + UInt64((signal - 1) * sigactionSize), 8)
         }
-        return result
+        try process.run(batch)
+        return try process.memory.read(area, count: 64 * sigactionSize).withUnsafeBytes { raw in
+            (0..<64).map { i in
+                let word = { raw.loadUnaligned(fromByteOffset: i * sigactionSize + $0 * 8, as: UInt64.self) }
+                var e = SaEntry()
+                e.sigaction = word(0)
+                e.flags = word(1)
+                e.restorer = word(2)
+                e.mask = word(3)
+                return e
+            }
+        }
     }
 
     /// Sets the dispositions; with `inherited` (the parent's, which a forked child already
     /// has), only those that differ.
     static func restoreActions(_ actions: [SaEntry], _ process: RemoteProcess, inherited: [SaEntry]? = nil) throws {
-        let area = process.scratch!.address
+        var batch = try SyscallBatch(for: process)
         for (index, action) in actions.enumerated() {
             let signal = index + 1
             if signal == SIGKILL || signal == SIGSTOP { continue }
             if let inherited, index < inherited.count, inherited[index] == action { continue }
-            try process.memory.write([action.sigaction, action.flags, action.restorer, action.mask], at: area)
-            try process.checkedSyscall("rt_sigaction(\(signal))", Syscall.rt_sigaction, UInt64(signal), area, 0, 8)
+            let area = try batch.place([action.sigaction, action.flags, action.restorer, action.mask])
+            batch.add("rt_sigaction(\(signal))", Syscall.rt_sigaction, UInt64(signal), area, 0, 8)
         }
+        try process.run(batch)
     }
 
     static func queue(_ infos: [siginfo_t]) -> SignalQueueEntry {
