@@ -217,7 +217,18 @@ enum ProcessDump {
         var tc = TaskCoreEntry()
         tc.taskState = TaskState.alive
         tc.exitCode = 0
-        tc.personality = UInt32(truncatingIfNeeded: try process.checkedSyscall("personality", Syscall.personality, 0xffff_ffff))
+        // Small questions only the process can answer, in one batch.
+        _ = try process.scratchArea()
+        var questions = try SyscallBatch(for: process)
+        let subreaper = try questions.reserve(8)
+        let personality = questions.add("personality", Syscall.personality, 0xffff_ffff)
+        questions.add("prctl(PR_GET_CHILD_SUBREAPER)", Syscall.prctl, 37, subreaper)
+        let brk = questions.add("brk", Syscall.brk, 0)
+        let dumpable = questions.add("prctl(PR_GET_DUMPABLE)", Syscall.prctl, 3)
+        let thpDisabled = questions.add("prctl(PR_GET_THP_DISABLE)", Syscall.prctl, 42)
+        let answers = try process.run(questions)
+        tc.childSubreaper = try process.memory.read(Int32.self, at: subreaper) != 0
+        tc.personality = UInt32(truncatingIfNeeded: answers[personality])
         tc.flags = UInt32(stat[6]) ?? 0
         tc.blkSigset = process.leader.stoppedSignalMask
         tc.comm = try proc.text("comm").trimmingCharacters(in: "\n")
@@ -230,9 +241,6 @@ enum ProcessDump {
             throw CryoError("cannot read pending signals of process \(pid)", errno: error)
         }
         if !shared.isEmpty { tc.signalsS = SignalsResource.queue(shared) }
-        let area = try process.scratchArea()
-        try process.checkedSyscall("prctl(PR_GET_CHILD_SUBREAPER)", Syscall.prctl, 37, area)
-        tc.childSubreaper = try process.memory.read(Int32.self, at: area) != 0
         if let oom = Int32(try proc.text("oom_score_adj").trimmingCharacters(in: "\n")) { tc.oomScoreAdj = oom }
 
         var mm = MmEntry()
@@ -241,13 +249,13 @@ enum ProcessDump {
         mm.mmStartCode = field(26); mm.mmEndCode = field(27); mm.mmStartStack = field(28)
         mm.mmStartData = field(45); mm.mmEndData = field(46); mm.mmStartBrk = field(47)
         mm.mmArgStart = field(48); mm.mmArgEnd = field(49); mm.mmEnvStart = field(50); mm.mmEnvEnd = field(51)
-        mm.mmBrk = UInt64(try process.checkedSyscall("brk", Syscall.brk, 0))
+        mm.mmBrk = UInt64(answers[brk])
         mm.exeFileID = try files.mappedFile(path: proc.link("exe"), pid: pid)
         mm.mmSavedAuxv = try proc.bytes("auxv").withUnsafeBytes { raw in
             (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
         }
-        mm.dumpable = Int32(truncatingIfNeeded: try process.checkedSyscall("prctl(PR_GET_DUMPABLE)", Syscall.prctl, 3))
-        mm.thpDisabled = try process.checkedSyscall("prctl(PR_GET_THP_DISABLE)", Syscall.prctl, 42) != 0
+        mm.dumpable = Int32(truncatingIfNeeded: answers[dumpable])
+        mm.thpDisabled = answers[thpDisabled] != 0
         mm.vmas = vmas
 
         var fs = FsEntry()

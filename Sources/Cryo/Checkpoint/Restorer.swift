@@ -133,6 +133,8 @@ final class TreeBuilder {
     let objects: FileObjects
     /// Cryo's resource limits, which every process has until it sets its own.
     let ownLimits = LimitsResource.own()
+    /// Cryo's credentials, which every thread has until `finish` sets its own.
+    let ownCreds = CredentialsResource.own()
     let shared: SharedMemoryTable
 
     init(tree: TreeImage, images: ImageDirectory, shellJob: Bool, log: Log) throws {
@@ -275,7 +277,9 @@ final class TreeBuilder {
         for image in tree.processes where !image.isZombie {
             let process = made[image.pid]!
             for thread in process.threads {
-                try CredentialsResource.restore(image.cores[thread.tid]!.threadCore.creds, thread: thread, in: process)
+                let creds = image.cores[thread.tid]!.threadCore.creds
+                if creds == ownCreds { continue }  // it has them already
+                try CredentialsResource.restore(creds, thread: thread, in: process)
             }
             if image.mm.hasDumpable { try process.checkedSyscall("prctl(PR_SET_DUMPABLE)", Syscall.prctl, [4, UInt64(image.mm.dumpable)]) }
         }

@@ -71,17 +71,17 @@ struct SyscallBatch {
 }
 
 extension RemoteProcess {
-    /// Runs `batch` in the leader and returns every call's raw result (negative errno on
-    /// failure). Throws, naming the call, at the first failure of a call not marked `mayFail`;
-    /// the calls after it have not run.
+    /// Runs `batch` in `thread` (default: the leader) and returns every call's raw result
+    /// (negative errno on failure). Throws, naming the call, at the first failure of a call not
+    /// marked `mayFail`; the calls after it have not run.
     @discardableResult
-    func run(_ batch: SyscallBatch) throws -> [Int64] {
+    func run(_ batch: SyscallBatch, in thread: RemoteThread? = nil) throws -> [Int64] {
         guard !batch.calls.isEmpty else { return [] }
         if !batch.data.isEmpty { try memory.write(batch.data, at: batch.dataBase) }
         guard let code = batchCode, let s = scratch else {
             // No loop in this process: one round trip per call.
             return try batch.calls.map { call in
-                let r = try syscall(call.number, call.args[0], call.args[1], call.args[2], call.args[3], call.args[4], call.args[5])
+                let r = try syscall(call.number, call.args[0], call.args[1], call.args[2], call.args[3], call.args[4], call.args[5], in: thread)
                 if r < 0 && r > -4096 && !call.mayFail { throw CryoError("\(call.what) in process \(pid)", errno: Errno(rawValue: Int32(-r))) }
                 return r
             }
@@ -98,7 +98,7 @@ extension RemoteProcess {
             for call in chunk { words += [UInt64(call.number)] + call.args + [call.mayFail ? 1 : 0] }
             words.append(UInt64.max)
             try memory.write(words, at: recordsBase)
-            try leader.runCode(at: code, rbx: recordsBase, trap: code + UInt64(CL_BATCH_CODE_SIZE))
+            try (thread ?? leader).runCode(at: code, rbx: recordsBase, trap: code + UInt64(CL_BATCH_CODE_SIZE))
             let out = try memory.read(recordsBase, count: chunk.count * 64).withUnsafeBytes { raw in
                 (0..<chunk.count).map { Int64(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 64 + 56, as: UInt64.self)) }
             }

@@ -7,29 +7,32 @@ import Glibc
 enum ThreadsResource {
     static func dump(_ thread: RemoteThread, _ process: RemoteProcess) throws -> CoreEntry {
         let tid = thread.tid
-        let area = try process.scratchArea()
-        func call(_ what: String, _ nr: Int, _ args: UInt64...) throws {
-            try process.checkedSyscall("\(what) in thread \(tid)", nr, args, in: thread)
+        _ = try process.scratchArea()
+        var batch = try SyscallBatch(for: process)
+        let tidAddress = try batch.reserve(8), altStack = try batch.reserve(24), deathSignal = try batch.reserve(8)
+        batch.add("prctl(PR_GET_TID_ADDRESS) in thread \(tid)", Syscall.prctl, 40, tidAddress)
+        batch.add("sigaltstack in thread \(tid)", Syscall.sigaltstack, 0, altStack)
+        batch.add("prctl(PR_GET_PDEATHSIG) in thread \(tid)", Syscall.prctl, 2, deathSignal)
+        let securebits = batch.add("prctl(PR_GET_SECUREBITS) in thread \(tid)", Syscall.prctl, 27)
+        let results = try process.run(batch, in: thread)
+        let words = try process.memory.read(tidAddress, count: 48).withUnsafeBytes { raw in
+            (0..<6).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
         }
-        func readU64(_ at: UInt64) throws -> UInt64 { try process.memory.read(UInt64.self, at: at) }
 
         var info = ThreadInfoX86()
         info.gpregs = UserX86RegsEntry(registersForImage(thread.stoppedRegisters))
         do { info.fpregs = UserX86FpregsEntry(xstate: try Ptrace.regset(tid, note: Int32(CL_NT_X86_XSTATE))) }
         catch { throw CryoError("cannot read the FPU/AVX state of thread \(tid)", errno: error) }
-        try call("prctl(PR_GET_TID_ADDRESS)", Syscall.prctl, 40, area)
-        info.clearTidAddr_p = try readU64(area)
+        info.clearTidAddr_p = words[0]
 
         var tc = ThreadCoreEntry()
         tc.blkSigset = thread.stoppedSignalMask
-        try call("sigaltstack", Syscall.sigaltstack, 0, area)
         var sas = ThreadSasEntry()
-        sas.ssSp = try readU64(area)
-        sas.ssFlags = UInt32(truncatingIfNeeded: try readU64(area + 8))
-        sas.ssSize = try readU64(area + 16)
+        sas.ssSp = words[1]
+        sas.ssFlags = UInt32(truncatingIfNeeded: words[2])
+        sas.ssSize = words[3]
         tc.sas = sas
-        try call("prctl(PR_GET_PDEATHSIG)", Syscall.prctl, 2, area)
-        tc.pdeathSig = UInt32(truncatingIfNeeded: try readU64(area))
+        tc.pdeathSig = UInt32(truncatingIfNeeded: words[4])
 
         var robust: (head: UInt64, length: UInt64) = (0, 0)
         let r = withUnsafeMutablePointer(to: &robust.head) { h in
@@ -71,8 +74,7 @@ enum ThreadsResource {
         if let seccomp = status["Seccomp"], seccomp != "0" {
             throw CryoError("thread \(tid) runs under seccomp (mode \(seccomp)); Cryo cannot dump seccomp filters yet")
         }
-        let securebits = UInt32(truncatingIfNeeded: try thread.syscall(Syscall.prctl, [27], gadget: process.gadget))
-        tc.creds = try CredentialsResource.dump(status: status, securebits: securebits)
+        tc.creds = try CredentialsResource.dump(status: status, securebits: UInt32(truncatingIfNeeded: results[securebits]))
 
         var core = CoreEntry()
         core.mtype = .x8664
@@ -84,27 +86,26 @@ enum ThreadsResource {
     /// Puts back everything of a thread but its registers and credentials, from inside it.
     static func restore(_ core: CoreEntry, thread: RemoteThread, _ process: RemoteProcess) throws {
         let tc = core.threadCore
-        let area = process.scratch!.address
-        func call(_ what: String, _ nr: Int, _ args: UInt64...) throws {
-            try process.checkedSyscall("\(what) in thread \(thread.tid)", nr, args, in: thread)
-        }
+        let tid = thread.tid
+        var batch = try SyscallBatch(for: process)
         if tc.hasSas && tc.sas.ssSize != 0 {
-            try process.memory.write([tc.sas.ssSp, UInt64(tc.sas.ssFlags), tc.sas.ssSize], at: area)
-            try call("sigaltstack", Syscall.sigaltstack, area, 0)
+            batch.add("sigaltstack in thread \(tid)", Syscall.sigaltstack, try batch.place([tc.sas.ssSp, UInt64(tc.sas.ssFlags), tc.sas.ssSize]), 0)
         }
-        if tc.futexRla != 0 { try call("set_robust_list", Syscall.set_robust_list, tc.futexRla, UInt64(tc.futexRlaLen)) }
-        try call("set_tid_address", Syscall.set_tid_address, core.threadInfo.clearTidAddr_p)
-        if tc.pdeathSig != 0 { try call("prctl(PR_SET_PDEATHSIG)", Syscall.prctl, 1, UInt64(tc.pdeathSig)) }
+        if tc.futexRla != 0 { batch.add("set_robust_list in thread \(tid)", Syscall.set_robust_list, tc.futexRla, UInt64(tc.futexRlaLen)) }
+        batch.add("set_tid_address in thread \(tid)", Syscall.set_tid_address, core.threadInfo.clearTidAddr_p)
+        if tc.pdeathSig != 0 { batch.add("prctl(PR_SET_PDEATHSIG) in thread \(tid)", Syscall.prctl, 1, UInt64(tc.pdeathSig)) }
         if tc.hasComm {
-            try process.setName(tc.comm, in: thread)
+            let name = Array(tc.comm.utf8.prefix(15)) + [0]
+            batch.add("prctl(PR_SET_NAME) in thread \(tid)", Syscall.prctl, 15, try batch.place(name + [UInt8](repeating: 0, count: 16 - name.count)))
         }
         if tc.hasSchedNice && tc.schedNice != 0 {
-            _ = try process.syscall(140 /* setpriority */, 0, 0, UInt64(bitPattern: Int64(tc.schedNice)), in: thread)
+            batch.add("setpriority", 140 /* setpriority */, 0, 0, UInt64(bitPattern: Int64(tc.schedNice)), mayFail: true)
         }
         if tc.hasRseqEntry {
             let r = tc.rseqEntry
-            try call("rseq", Syscall.rseq, r.rseqAbiPointer, UInt64(r.rseqAbiSize), 0, UInt64(r.signature))
+            batch.add("rseq in thread \(tid)", Syscall.rseq, r.rseqAbiPointer, UInt64(r.rseqAbiSize), 0, UInt64(r.signature))
         }
+        try process.run(batch, in: thread)
         var xstate: [UInt8]
         do { xstate = try Ptrace.regset(thread.tid, note: Int32(CL_NT_X86_XSTATE)) }
         catch { throw CryoError("cannot read the FPU state of new thread \(thread.tid)", errno: error) }
