@@ -89,7 +89,7 @@ public final class RemoteProcess {
     /// Finds `0f 05` (syscall) in the vDSO, so the dump never writes into the process's code.
     /// Every process of this kernel maps the same vDSO image, so the offset is found once.
     private func findGadget() throws {
-        let maps = try Mapping.parse(smaps: try proc.text("maps"))
+        let maps = try Mapping.parse(smaps: try proc.bytes("maps"))
         guard let vdso = maps.first(where: { $0.name == "[vdso]" }) else {
             throw CryoError("process \(pid) has no [vdso] mapping; Cryo needs one to run system calls in it")
         }

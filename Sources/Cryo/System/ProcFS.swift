@@ -103,7 +103,7 @@ public struct ProcDirectory: Sendable {
 
     /// The memory mappings, from `smaps` (for VmFlags).
     public func mappings() throws -> [Mapping] {
-        try Mapping.parse(smaps: text("smaps"))
+        try Mapping.parse(smaps: bytes("smaps"))
     }
 
     /// `fdinfo/FD` as key → value (first line of each key).
@@ -184,31 +184,79 @@ public struct Mapping: Sendable, Equatable {
 
     /// Parses `/proc/PID/maps` or `/proc/PID/smaps` text.
     public static func parse(smaps text: String) throws -> [Mapping] {
+        try parse(smaps: Array(text.utf8))
+    }
+
+    /// Parses `/proc/PID/maps` or `/proc/PID/smaps` as bytes. A process has thousands of smaps
+    /// lines: they are told apart by their first byte (a header starts with a hex digit, the
+    /// key lines with a capital letter), and only headers and `VmFlags:` are looked into.
+    public static func parse(smaps text: [UInt8]) throws -> [Mapping] {
         var result: [Mapping] = []
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
-            if line.hasPrefix("VmFlags:") {
-                guard !result.isEmpty else { continue }
-                result[result.count - 1].flags = Set(line.dropFirst(8).split(separator: " ").map(String.init))
-                continue
+        try text.withUnsafeBufferPointer { buffer in
+            var lineStart = 0
+            while lineStart < buffer.count {
+                var lineEnd = lineStart
+                while lineEnd < buffer.count && buffer[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+                defer { lineStart = lineEnd + 1 }
+                guard lineEnd > lineStart else { continue }
+                let line = UnsafeBufferPointer(rebasing: buffer[lineStart..<lineEnd])
+                let first = line[0]
+                if first == UInt8(ascii: "V") {
+                    let prefix = Array("VmFlags:".utf8)
+                    guard line.count >= prefix.count, line.starts(with: prefix), !result.isEmpty else { continue }
+                    result[result.count - 1].flags = Set(line[prefix.count...].split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) })
+                    continue
+                }
+                // Key lines start with a capital letter ("AnonHugePages:" too): headers with a
+                // digit or a lowercase hex letter, as the kernel prints addresses.
+                guard (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")) || (first >= UInt8(ascii: "a") && first <= UInt8(ascii: "f")) else { continue }
+                result.append(try header(line))
             }
-            // Header lines start with a hex range "start-end"; other smaps lines are "Key: value".
-            guard let dash = line.firstIndex(of: "-"), line[..<dash].allSatisfy(\.isHexDigit) else { continue }
-            let parts = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard parts.count >= 5 else { throw CryoError("malformed mapping line: \(line)") }
-            let range = parts[0].split(separator: "-")
-            let perms = Array(parts[1])
-            let dev = parts[3].split(separator: ":")
-            guard range.count == 2, perms.count == 4, dev.count == 2,
-                  let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),
-                  let offset = UInt64(parts[2], radix: 16),
-                  let major = UInt32(dev[0], radix: 16), let minor = UInt32(dev[1], radix: 16),
-                  let inode = UInt64(parts[4]) else { throw CryoError("malformed mapping line: \(line)") }
-            let name = parts.count > 5 ? String(parts[5]).trimmingCharacters(in: " ") : ""
-            result.append(Mapping(start: start, end: end, readable: perms[0] == "r", writable: perms[1] == "w",
-                                  executable: perms[2] == "x", shared: perms[3] == "s", offset: offset,
-                                  device: (major, minor), inode: inode, name: name, flags: []))
         }
         return result
+    }
+
+    /// One header line: `start-end perms offset major:minor inode [name]`.
+    private static func header(_ line: UnsafeBufferPointer<UInt8>) throws -> Mapping {
+        var i = 0
+        func malformed() -> CryoError { CryoError("malformed mapping line: \(String(decoding: line, as: UTF8.self))") }
+        func hex(until stop: UInt8) throws -> UInt64 {
+            var v: UInt64 = 0
+            var digits = 0
+            while i < line.count, let d = hexValue(line[i]) { v = v << 4 | UInt64(d); i += 1; digits += 1 }
+            guard digits > 0, i < line.count, line[i] == stop else { throw malformed() }
+            i += 1
+            return v
+        }
+        let start = try hex(until: UInt8(ascii: "-"))
+        let end = try hex(until: UInt8(ascii: " "))
+        guard i + 5 <= line.count else { throw malformed() }
+        let perms = Array(line[i..<(i + 4)])
+        i += 5
+        let offset = try hex(until: UInt8(ascii: " "))
+        let major = try hex(until: UInt8(ascii: ":"))
+        let minor = try hex(until: UInt8(ascii: " "))
+        var inode: UInt64 = 0
+        var digits = 0
+        while i < line.count, line[i] >= UInt8(ascii: "0"), line[i] <= UInt8(ascii: "9") {
+            inode = inode * 10 + UInt64(line[i] - UInt8(ascii: "0")); i += 1; digits += 1
+        }
+        guard digits > 0 else { throw malformed() }
+        while i < line.count, line[i] == UInt8(ascii: " ") { i += 1 }
+        var nameEnd = line.count
+        while nameEnd > i, line[nameEnd - 1] == UInt8(ascii: " ") { nameEnd -= 1 }
+        let name = String(decoding: line[i..<nameEnd], as: UTF8.self)
+        return Mapping(start: start, end: end, readable: perms[0] == UInt8(ascii: "r"), writable: perms[1] == UInt8(ascii: "w"),
+                       executable: perms[2] == UInt8(ascii: "x"), shared: perms[3] == UInt8(ascii: "s"), offset: offset,
+                       device: (UInt32(truncatingIfNeeded: major), UInt32(truncatingIfNeeded: minor)), inode: inode, name: name, flags: [])
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        default: return nil
+        }
     }
 }
 
