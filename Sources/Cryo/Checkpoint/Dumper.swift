@@ -87,17 +87,27 @@ public enum Dumper {
             while !queue.isEmpty {
                 let (pid, ppid) = queue.removeFirst()
                 let proc = ProcDirectory(pid: pid)
-                let state = try? proc.status()["State"]
-                if state?.hasPrefix("Z") == true {
-                    guard pid != root else { throw CryoError("process \(pid) is a zombie; there is nothing to dump") }
+                func isZombie() -> Bool { (try? proc.status()["State"])?.hasPrefix("Z") == true }
+                func addZombie() throws {
                     let m = TreeMember(pid: pid, ppid: ppid, process: nil)
                     let stat = try proc.statFields()
                     m.exitStatus = UInt32(stat.last.flatMap { UInt32($0.trimmingCharacters(in: "\n")) } ?? 0)
                     m.comm = (try? proc.text("comm").trimmingCharacters(in: "\n")) ?? ""
                     tree.append(m)
+                }
+                if isZombie() {
+                    guard pid != root else { throw CryoError("process \(pid) is a zombie; there is nothing to dump") }
+                    try addZombie()
                     continue
                 }
-                let process = try RemoteProcess.freeze(pid)
+                let process: RemoteProcess
+                do { process = try RemoteProcess.freeze(pid) } catch where pid != root {
+                    // It exited between the listing and now. Its parent is frozen, so it stays
+                    // a zombie — or it is gone, when the parent has its children reaped for it.
+                    if isZombie() { try addZombie(); continue }
+                    if access(proc.path, F_OK) != 0 { continue }
+                    throw error
+                }
                 tree.append(TreeMember(pid: pid, ppid: ppid, process: process))
                 var children = Set<pid_t>()
                 for thread in process.threads {
