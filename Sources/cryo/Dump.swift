@@ -32,6 +32,10 @@ struct Dump: ParsableCommand {
             help: ArgumentHelp("Save deleted-but-open files up to SIZE bytes (K, M, G suffixes; default 1M).", valueName: "SIZE"))
     var ghostLimit: String?
 
+    @Flag(name: .customLong("ext-unix-sk"),
+          help: "Dump datagram unix sockets connected to a named socket outside the tree; restore connects them to that name again.")
+    var externalUnixSockets = false
+
     func run() throws {
         let log = try reporting(nil) { try common.makeLog() }
         let stats = try reporting(log) {
@@ -40,6 +44,7 @@ struct Dump: ParsableCommand {
             options.afterDump = leaveStopped ? .stop : leaveRunning ? .resume : .kill
             options.shellJob = shellJob.shellJob
             options.fileLocks = fileLocks
+            options.externalUnixSockets = externalUnixSockets
             if let ghostLimit {
                 guard let bytes = parseSize(ghostLimit) else { throw CryoError("--ghost-limit \(ghostLimit): not a size") }
                 options.ghostLimit = bytes

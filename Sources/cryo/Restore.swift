@@ -21,6 +21,10 @@ struct Restore: ParsableCommand {
 
     @OptionGroup var shellJob: ShellJobOption
 
+    @Flag(name: .customLong("ext-unix-sk"),
+          help: "Accepted as CRIU does: datagram sockets dumped with --ext-unix-sk are connected to their outside name again.")
+    var externalUnixSockets = false
+
     func run() throws {
         let log = try reporting(nil) { try common.makeLog() }
         let (pid, images) = try reporting(log) {

@@ -7,11 +7,13 @@ import signal
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
 from conftest import (our_children, pid_exists, pids_running, poll,
                       proc_status)
+from test_images import crit_decode
 
 IMG_COMMON_MAGIC = 0x54564319
 IMG_SERVICE_MAGIC = 0x55105940
@@ -123,6 +125,72 @@ def test_dump_listener_with_unaccepted_connection_refused(h):
     h.check_running(p.pid)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
         c.connect("\0" + name)  # the listener still takes connections
+
+
+EXTERNAL_DGRAM = """
+import os, signal, socket, sys, time
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+c.connect("\\0" + sys.argv[1])  # a server outside the dump (the test's)
+open(sys.argv[2], "w").write("ready")
+n = 0
+while True:
+    try:
+        c.send(b"tick %d" % n, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        pass
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+def start_external_dgram_client(h):
+    """A program whose datagram socket is connected to a server socket the test holds."""
+    name, ready = f"cryo-ext-{os.getpid()}-{time.monotonic_ns()}", h.work / "ready"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind("\0" + name)
+    p = h.start_program(["python3", "-c", EXTERNAL_DGRAM, name, ready], log=h.work / "log")
+    assert poll(ready.exists, 10), f"the program did not get ready: {(h.work / 'log').read_text()}"
+    server.settimeout(10)
+    assert server.recv(100).startswith(b"tick")
+    return p, server
+
+
+def test_dump_external_unix_connection_refused_without_ext_unix_sk(h):
+    """A datagram socket connected outside the tree: refused without --ext-unix-sk, naming
+    the socket and the option, and the program keeps sending."""
+    p, server = start_external_dgram_client(h)
+    with server:
+        cp = h.dump(p.pid, check=False)
+        sent_by_now = time.monotonic()
+        assert_clean_failure(cp, "--ext-unix-sk", "belongs to no process of the dump")
+        h.check_running(p.pid)
+        # Ticks keep coming: some are sent after the failed dump (the queue holds the rest).
+        server.settimeout(10)
+        ticks = [server.recv(100) for _ in range(5)]
+        assert all(t.startswith(b"tick") for t in ticks), ticks
+        assert poll(lambda: server.recv(100) and time.monotonic() > sent_by_now + 0.5, 10), "the ticks stopped"
+
+
+def test_external_unix_dgram_reconnected_with_ext_unix_sk(h):
+    """With --ext-unix-sk the socket is dumped with its outside peer's name (an external
+    entry, as CRIU marks it) and connected to it again on restore: the ticks come again."""
+    p, server = start_external_dgram_client(h)
+    with server:
+        h.dump(p.pid, "--ext-unix-sk")
+        files = [e for e in crit_decode(h.images / "files.img")["entries"] if e["type"] == "UNIXSK"]
+        external = [e["usk"] for e in files if e["usk"].get("uflags", 0) & 1]
+        assert len(external) == 1 and external[0]["name"].startswith("=00cryo-ext-"), files
+        server.settimeout(0.2)
+        try:
+            while True:
+                server.recv(100)
+        except TimeoutError:
+            pass
+        pid = h.restore("--ext-unix-sk")
+        assert pid == p.pid
+        server.settimeout(10)
+        assert server.recv(100).startswith(b"tick"), "no tick after the restore"
+        h.check_running(pid)
 
 
 def test_dump_images_dir_missing(h):

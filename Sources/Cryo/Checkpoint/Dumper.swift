@@ -14,6 +14,9 @@ public struct DumpOptions: Sendable {
     public var fileLocks = false
     /// `--ghost-limit`: the largest deleted-but-open file whose contents are saved.
     public var ghostLimit = GhostFileResource.defaultLimit
+    /// `--ext-unix-sk`: datagram unix sockets connected to a named socket outside the dump are
+    /// dumped, and connected to that name again on restore.
+    public var externalUnixSockets = false
 
     public init(pid: pid_t, images: ImageDirectory) {
         self.pid = pid
@@ -129,6 +132,7 @@ public enum Dumper {
         var files = FileTable()
         var locks: [FileLockEntry] = []
         files.ghostLimit = options.ghostLimit
+        files.externalUnixSockets = options.externalUnixSockets
         var pstree: [PstreeEntry] = []
         var rootIDs = TaskKobjIdsEntry()
         var terminalView: [TerminalDump.Member] = []
@@ -194,6 +198,7 @@ public enum Dumper {
             try images.write("tty-info.img", magic: .ttyInfo, info)
             if !data.isEmpty { try images.write("tty-data.img", magic: .ttyData, data) }
         }
+        try files.addExternalPeers()
         try images.write("files.img", magic: .files, files.files)
         if let queues = try files.socketQueuesImage() { try images.writeFile("sk-queues.img", queues) }
         if let data = try files.pipesDataImage() { try images.writeFile("pipes-data.img", data) }

@@ -28,6 +28,8 @@ struct FileTable {
     private var nextID: UInt32 = 1
     /// `--ghost-limit`: the largest deleted file whose contents are saved.
     var ghostLimit = GhostFileResource.defaultLimit
+    /// `--ext-unix-sk`: see `addExternalPeers`.
+    var externalUnixSockets = false
     /// Deleted files, with the id of the entry each stands for.
     private(set) var ghosts: [(origID: UInt32, entry: GhostFileEntry, data: [UInt8])] = []
     private var pathIDs: [String: UInt32] = [:]
@@ -117,13 +119,25 @@ struct FileTable {
         return fown
     }
 
-    /// `sk-queues.img`: unread data of unix sockets. Also checks that every connected socket's
-    /// peer belongs to the dump.
-    func socketQueuesImage() throws -> [UInt8]? {
-        let dumped = Set(files.filter(\.hasUsk).map(\.usk.ino))
-        for f in files where f.hasUsk && f.usk.peer != 0 && !dumped.contains(f.usk.peer) {
-            throw CryoError("unix socket socket:[\(f.usk.ino)] is connected to socket:[\(f.usk.peer)], which belongs to no process of the dump; Cryo cannot dump external connections yet")
+    /// Checks that every connected unix socket's peer belongs to the dump; with
+    /// `externalUnixSockets`, adds an entry for each named peer outside it that datagram
+    /// sockets are connected to (marked external, as CRIU does), to connect to on restore.
+    mutating func addExternalPeers() throws {
+        var known = Set(files.filter(\.hasUsk).map(\.usk.ino))
+        for f in files where f.hasUsk && f.usk.peer != 0 && !known.contains(f.usk.peer) {
+            let what = "unix socket socket:[\(f.usk.ino)] is connected to socket:[\(f.usk.peer)], which belongs to no process of the dump"
+            guard externalUnixSockets else {
+                throw CryoError("\(what); datagram sockets connected to a named socket can be dumped with --ext-unix-sk")
+            }
+            guard let peer = unixSockets?[f.usk.peer] else { throw CryoError("\(what) and is gone") }
+            let entry = try UnixSocketResource.externalPeer(id: takeID(), socket: peer, for: f.usk, what: what)
+            files.append(entry)
+            known.insert(peer.inode)
         }
+    }
+
+    /// `sk-queues.img`: unread data of unix sockets.
+    func socketQueuesImage() throws -> [UInt8]? {
         guard !socketReaders.isEmpty else { return nil }
         var image = ImageCodec.header(for: .skQueues)
         for r in socketReaders {

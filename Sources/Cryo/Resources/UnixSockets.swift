@@ -94,6 +94,40 @@ enum UnixSocketResource {
         return file
     }
 
+    /// `uflags` bit of a socket outside the dump that a dumped one is connected to (USK_EXTERN).
+    static let external: UInt32 = 1
+
+    /// The entry for `s`, a socket outside the dump that `client` is connected to: only
+    /// datagram sockets can be connected to it again, and only by its name.
+    static func externalPeer(id: UInt32, socket s: cl_unix_socket, for client: UnixSkEntry, what: String) throws -> FileEntry {
+        guard client.type == UInt32(SOCK_DGRAM.rawValue) else {
+            throw CryoError("\(what); a stream or seqpacket connection to the outside cannot be made again, only datagram ones (--ext-unix-sk)")
+        }
+        let name = withUnsafeBytes(of: s.name) { Data($0.prefix(Int(s.name_length))) }
+        guard !name.isEmpty else { throw CryoError("\(what) and has no name to connect to again") }
+        var u = UnixSkEntry()
+        u.id = id
+        u.ino = s.inode
+        u.type = UInt32(s.type)
+        u.state = UInt32(s.state)
+        u.flags = 0
+        u.uflags = external
+        u.backlog = 0
+        u.peer = 0
+        u.fown = FileTable.noOwner
+        var opts = SkOptsEntry()
+        opts.soSndbuf = 0; opts.soRcvbuf = 0
+        opts.soSndTmoSec = 0; opts.soSndTmoUsec = 0; opts.soRcvTmoSec = 0; opts.soRcvTmoUsec = 0
+        u.opts = opts
+        u.name = name
+        u.shutdown = .none
+        var file = FileEntry()
+        file.type = .unixsk
+        file.id = id
+        file.usk = u
+        return file
+    }
+
     /// The unread data waiting in socket `fd` of `pid` (entry id `id`), without consuming it.
     static func captureQueue(id: UInt32, type: UInt8, pid: pid_t, fd: Int32) throws -> [(SkPacketEntry, [UInt8])] {
         let local = try takeDescriptor(pid: pid, fd: fd)
@@ -194,8 +228,9 @@ final class UnixSocketTable {
             let fd = try make(u)
             if !u.name.isEmpty { try bind(fd, u) }
             if let peerFile {
-                // A datagram socket connect()ed to a named one (which may have other clients).
-                _ = try descriptor(for: peerFile, all: files)
+                // A datagram socket connect()ed to a named one (which may have other clients),
+                // made here first unless it is outside the dump (--ext-unix-sk).
+                if peerFile.usk.uflags & UnixSocketResource.external == 0 { _ = try descriptor(for: peerFile, all: files) }
                 try connect(fd, to: peerFile.usk.name, what: describe(u))
             }
             try refillByName(u, queue: queues[file.id] ?? [])
