@@ -147,6 +147,8 @@ int main(int argc, char **argv)
     subject_init(argc, argv);
     g_dir = opt_str("--dir", ".");
     set_name("usockets-R");
+    if (strlen(g_dir) + sizeof("/gone.sock") > sizeof(srv_path))
+        die("--dir %s is too long for socket names (108 bytes)", g_dir);
     snprintf(srv_path, sizeof(srv_path), "%s/srv.sock", g_dir);
     snprintf(gone_path, sizeof(gone_path), "%s/gone.sock", g_dir);
     snprintf(dg_path, sizeof(dg_path), "%s/dg.sock", g_dir);

@@ -646,6 +646,26 @@ def test_sysvshm_id_taken_fails_cleanly(h):
     h.finish(pid)
 
 
+# Short ids: the usockets work dir must leave room for its socket names in 108 bytes.
+@pytest.mark.parametrize("name,image", [("fifos", "fifo-data.img"), ("memfds", "memfd.img"),
+                                        ("sysvshm", "ipcns-shm-1.img"), ("usockets", "sk-queues.img")],
+                         ids=["fifos", "memfds", "sysvshm", "usockets"])
+def test_short_image_fails_cleanly(h, name, image):
+    """An image of a shared object cut short: the restore stops with an error naming the file,
+    leaves no process behind, and works once the image is whole again."""
+    s = start_tree(h, name)
+    dump_tree(h, s.pid)
+    path = h.images / image
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])
+    cp = h.restore(check=False)
+    assert_clean_failure(cp, image)
+    assert not pid_exists(s.pid), "a process of the failed restore is left"
+    path.write_bytes(whole)
+    pid = h.restore()
+    h.finish(pid)
+
+
 def test_fifo_removed_before_restore_fails_cleanly(h):
     """A FIFO that is gone at restore time: a clear error naming it, nothing left behind."""
     s = start_tree(h, "fifos")
