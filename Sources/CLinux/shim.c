@@ -107,8 +107,10 @@ static __attribute__((noreturn, noinline)) void restore_child_main(const struct 
     for (int i = 0; i < CL_BATCH_CODE_SIZE; i++)
         code[CL_BATCH_CODE_OFFSET + i] = cl_batch_code[i];
     raw6(SYS_mprotect, h, 4096, PROT_READ | PROT_EXEC, 0, 0, 0);
-    // 4. Hand ourselves over.
-    raw6(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0, 0, 0);
+    // 4. Hand ourselves over. If we cannot be traced (the restorer is itself traced, e.g.
+    //    under strace -f), nobody would ever take us: exit rather than pause forever.
+    if (raw6(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0, 0, 0) != 0)
+        raw6(SYS_exit_group, 72, 0, 0, 0, 0, 0);
     raw6(SYS_kill, raw6(SYS_getpid, 0, 0, 0, 0, 0, 0), SIGSTOP, 0, 0, 0, 0);
     for (;;)
         raw6(SYS_pause, 0, 0, 0, 0, 0, 0);

@@ -115,7 +115,14 @@ public enum Restorer {
         let status: WaitStatus
         do { status = try WaitStatus.wait(pid) } catch { throw CryoError("waiting for new process \(pid)", errno: error) }
         guard case .stopped = status else {
-            throw CryoError("new process \(pid) did not stop as expected: \(status)")
+            // Exit statuses of the restore child (shim.c): 71, no room for the helper; 72, no ptrace.
+            let why: String
+            switch status {
+            case .exited(71): why = " (it could not map the restore helper)"
+            case .exited(72): why = " (it could not be traced: is cryo itself traced, e.g. by strace -f?)"
+            default: why = ""
+            }
+            throw CryoError("new process \(pid) did not stop as expected: \(status)\(why)")
         }
         do { try Ptrace.setOptions(pid, Int(CL_PTRACE_O_EXITKILL | CL_PTRACE_O_TRACECLONE | CL_PTRACE_O_TRACEFORK | CL_PTRACE_O_TRACESYSGOOD)) }
         catch { Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid); throw CryoError("cannot set ptrace options on \(pid)", errno: error) }
