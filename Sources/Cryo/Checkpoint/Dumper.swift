@@ -233,7 +233,6 @@ enum ProcessDump {
         tc.taskState = TaskState.alive
         tc.exitCode = 0
         // Small questions only the process can answer, in one batch.
-        _ = try process.scratchArea()
         var questions = try SyscallBatch(for: process)
         let subreaper = try questions.reserve(8)
         let personality = questions.add("personality", Syscall.personality, 0xffff_ffff)

@@ -181,7 +181,7 @@ final class TreeBuilder {
         try FileLockResource.restore(tree.locks, process)
         let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
         pagesRestored += try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,
-                                                   shared: shared, memfds: objects.memfds, sharing: &sharing, openRemote: openRemote, log: log)
+                                                   shared: shared, memfds: objects.memfds, sharing: &sharing, log: log)
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
         let mm = image.mm

@@ -27,8 +27,10 @@ struct SyscallBatch {
 
     /// An empty batch for `process`; its in-memory arguments go in the second quarter of the
     /// scratch area (the first is left to callers' own arguments, the second half to records).
+    /// A process being dumped gets its scratch area (and the loop) now if it has none yet.
     init(for process: RemoteProcess) throws {
-        guard let s = process.scratch else { throw CryoError("process \(process.pid) has no scratch area for a batch of system calls") }
+        if process.scratch == nil { _ = try process.scratchArea() }
+        let s = process.scratch!
         dataBase = s.address + UInt64(s.size / 4)
         dataCapacity = s.size / 4
     }
@@ -81,9 +83,7 @@ extension RemoteProcess {
         guard let code = batchCode, let s = scratch else {
             // No loop in this process: one round trip per call.
             return try batch.calls.map { call in
-                let r = try syscall(call.number, call.args[0], call.args[1], call.args[2], call.args[3], call.args[4], call.args[5], in: thread)
-                if r < 0 && r > -4096 && !call.mayFail { throw CryoError("\(call.what) in process \(pid)", errno: Errno(rawValue: Int32(-r))) }
-                return r
+                try check(call, try syscall(call.number, call.args[0], call.args[1], call.args[2], call.args[3], call.args[4], call.args[5], in: thread))
             }
         }
         let recordsBase = s.address + UInt64(s.size / 2)
@@ -102,13 +102,17 @@ extension RemoteProcess {
             let out = try memory.read(recordsBase, count: chunk.count * 64).withUnsafeBytes { raw in
                 (0..<chunk.count).map { Int64(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 64 + 56, as: UInt64.self)) }
             }
-            for (call, r) in zip(chunk, out) {
-                if r < 0 && r > -4096 && !call.mayFail { throw CryoError("\(call.what) in process \(pid)", errno: Errno(rawValue: Int32(-r))) }
-            }
+            for (call, r) in zip(chunk, out) { _ = try check(call, r) }
             results += out
             start += chunk.count
         }
         return results
+    }
+
+    /// `result`, or the error of a call that may not fail.
+    private func check(_ call: SyscallBatch.Call, _ result: Int64) throws -> Int64 {
+        if result < 0 && result > -4096 && !call.mayFail { throw CryoError("\(call.what) in process \(pid)", errno: Errno(rawValue: Int32(-result))) }
+        return result
     }
 }
 

@@ -307,7 +307,7 @@ enum MemoryRestore {
     /// differ are written, so pages the two shared stay shared (and memory use stays as it was).
     static func restore(_ process: RemoteProcess, _ image: ProcessImage, parent: ProcessImage?, files: [UInt32: FileEntry],
                         shared: SharedMemoryTable, memfds: MemfdTable, sharing: inout Sharing,
-                        openRemote: (String, Int32) throws -> UInt64, log: Log) throws -> UInt64 {
+                        log: Log) throws -> UInt64 {
         let helper = process.gadget
         let helperEnd = helper + UInt64(Restorer.helperSize)
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {

@@ -8,7 +8,6 @@ enum SignalsResource {
     static let sigactionSize = 32
 
     static func dumpActions(_ process: RemoteProcess) throws -> [SaEntry] {
-        _ = try process.scratchArea()
         var batch = try SyscallBatch(for: process)
         let area = try batch.reserve(64 * sigactionSize)
         for signal in 1...64 {

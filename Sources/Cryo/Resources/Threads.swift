@@ -7,7 +7,6 @@ import Glibc
 enum ThreadsResource {
     static func dump(_ thread: RemoteThread, _ process: RemoteProcess) throws -> CoreEntry {
         let tid = thread.tid
-        _ = try process.scratchArea()
         var batch = try SyscallBatch(for: process)
         let tidAddress = try batch.reserve(8), altStack = try batch.reserve(24), deathSignal = try batch.reserve(8)
         batch.add("prctl(PR_GET_TID_ADDRESS) in thread \(tid)", Syscall.prctl, 40, tidAddress)

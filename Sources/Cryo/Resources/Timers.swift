@@ -2,7 +2,6 @@ import Glibc
 /// Interval timers (ITIMER_REAL/VIRTUAL/PROF) in `tc.timers`.
 enum TimersResource {
     static func dump(_ process: RemoteProcess) throws -> TaskTimersEntry {
-        _ = try process.scratchArea()
         var batch = try SyscallBatch(for: process)
         let area = try batch.reserve(3 * 32)
         for which in 0..<UInt64(3) { batch.add("getitimer(\(which))", Syscall.getitimer, which, area + which * 32) }
@@ -37,7 +36,6 @@ enum LimitsResource {
     static let count = 16
 
     static func dump(_ process: RemoteProcess) throws -> TaskRlimitsEntry {
-        _ = try process.scratchArea()
         var batch = try SyscallBatch(for: process)
         let area = try batch.reserve(count * 16)
         for resource in 0..<UInt64(count) {

@@ -207,7 +207,7 @@ final class UnixSocketTable {
             let p = peerFile.usk
             if u.type != UInt32(SOCK_DGRAM.rawValue) && (!u.name.isEmpty || !p.name.isEmpty) {
                 // An accepted connection: the server end carries its listener's name.
-                let serverIsPeer = u.name.isEmpty || (!p.name.isEmpty && isListenerName(p.name, files) && !isListenerName(u.name, files))
+                let serverIsPeer = u.name.isEmpty || (!p.name.isEmpty && listeningEntry(named: p.name, files) != nil && listeningEntry(named: u.name, files) == nil)
                 let (server, client) = serverIsPeer ? (p, u) : (u, p)
                 try connectThroughListener(server: server, client: client, files)
             } else {
@@ -247,8 +247,9 @@ final class UnixSocketTable {
         return fd
     }
 
-    private func isListenerName(_ name: Data, _ files: [UInt32: FileEntry]) -> Bool {
-        files.values.contains { $0.hasUsk && $0.usk.state == UnixSocketResource.listening && $0.usk.name == name }
+    /// The dump's listening socket bound to `name`, if there is one.
+    private func listeningEntry(named name: Data, _ files: [UInt32: FileEntry]) -> FileEntry? {
+        files.values.first { $0.hasUsk && $0.usk.state == UnixSocketResource.listening && $0.usk.name == name }
     }
 
     /// Makes the connection `client` -> `server` as the kernel first did: `client` connects to
@@ -257,7 +258,7 @@ final class UnixSocketTable {
     private func connectThroughListener(server: UnixSkEntry, client: UnixSkEntry, _ files: [UInt32: FileEntry]) throws {
         var listener: Int32
         var temporary: UnixSkEntry?
-        if let real = files.values.first(where: { $0.hasUsk && $0.usk.state == UnixSocketResource.listening && $0.usk.name == server.name }) {
+        if let real = listeningEntry(named: server.name, files) {
             listener = try descriptor(for: real, all: files)
         } else {
             var t = server
