@@ -25,12 +25,21 @@ struct Restore: ParsableCommand {
           help: "Accepted as CRIU does: datagram sockets dumped with --ext-unix-sk are connected to their outside name again.")
     var externalUnixSockets = false
 
+    @Option(name: .customLong("restore-threads"),
+            help: ArgumentHelp("Rebuild processes on N threads at once (a Cryo extension; default: one per CPU, at most 8; 1 restores one process after the other).", valueName: "N"))
+    var restoreThreads: Int?
+
+    func validate() throws {
+        if let restoreThreads, restoreThreads < 1 { throw ValidationError("--restore-threads must be at least 1") }
+    }
+
     func run() throws {
         let log = try reporting(nil) { try common.makeLog() }
         let (pid, images) = try reporting(log) {
             let images = try ImageDirectory(path: common.imagesDir)
             var options = RestoreOptions(images: images)
             options.shellJob = shellJob.shellJob
+            if let restoreThreads { options.tracers = restoreThreads }
             return (try Restorer.restore(options, log: log), images)
         }
         if let pidfile {

@@ -295,8 +295,8 @@ def start_tree(h, name, *args):
     return s
 
 
-def restore_and_compare(h, s, state, images=None):
-    pid = h.restore(images=images, expect_pid=s.pid)
+def restore_and_compare(h, s, state, *extra, images=None):
+    pid = h.restore(*extra, images=images, expect_pid=s.pid)
     after = TreeState(pid)
     try:
         state.assert_same(after)
@@ -452,6 +452,69 @@ def test_tree_shape_survives(h):
     dump_tree(h, s.pid)
     pid = restore_and_compare(h, s, before)
     assert_tree_shape(pid, tree_info(pid))
+    h.finish(pid)
+
+
+def test_tree_restored_in_parallel(h):
+    """Subtrees are built by two tracer threads at once: the log shows processes handed to the
+    second thread, and the tree is exactly as it was (shape, shared files and memory, each
+    process's own checks). With --restore-threads 1 nothing is handed over and the result is
+    the same."""
+    s = start_tree(h, "tree")
+    before = TreeState(s.pid)
+    dump_tree(h, s.pid)
+    files = h.snapshot()
+    pid = restore_and_compare(h, s, before, "--restore-threads", "2")
+    log = (h.images / "restore.log").read_text()
+    assert "by 2 thread(s)" in log and "taken over by thread 1" in log, log_excerpt(h.images)
+    assert_tree_shape(pid, tree_info(pid))
+    h.finish(pid)
+    wait_tree_gone(list(before.info), s.pid)
+    h.restore_snapshot(files)
+    (h.images / "restore.log").unlink()
+    pid = restore_and_compare(h, s, before, "--restore-threads", "1")
+    log = (h.images / "restore.log").read_text()
+    assert "by 1 thread(s)" in log and "taken over" not in log, log_excerpt(h.images)
+    h.finish(pid)
+
+
+def take_pid(pid, tries=50):
+    """Starts `sleep` with pid `pid` (through ns_last_pid), or fails the test."""
+    for _ in range(tries):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        p = subprocess.Popen(["sleep", "1000"])
+        if p.pid == pid:
+            return p
+        p.kill()
+        p.wait()
+    pytest.fail(f"could not start a process with pid {pid}")
+
+
+def test_tree_failure_in_a_subtree_undoes_everything(h):
+    """A restore that fails in a subtree another thread builds (a grandchild's pid is taken)
+    fails cleanly, naming the pid, and kills every process it made on every thread; once the
+    pid is free again the same images restore."""
+    s = start_tree(h, "tree")
+    before = TreeState(s.pid)
+    grandchild = next(p for p, i in before.info.items() if i[0] == "tree-A2a")
+    dump_tree(h, s.pid)
+    blocker = take_pid(grandchild)
+    # New pids (cryo's own threads among them) must not land on the tree's other pids.
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(max(max(i[5], default=p) for p, i in before.info.items()) + 1000))
+    try:
+        cp = h.restore("--restore-threads", "2", check=False)
+        assert_clean_failure(cp, grandchild)
+        log = (h.images / "restore.log").read_text()
+        assert "taken over by thread 1" in log, log_excerpt(h.images)
+        ok = poll(lambda: not any(pid_exists(p) for p in before.info if p != grandchild), 5.0)
+        assert ok, f"left behind: {[p for p in before.info if p != grandchild and pid_exists(p)]}"
+    finally:
+        blocker.kill()
+        blocker.wait()
+    wait_tree_gone(list(before.info), s.pid)  # reap the killed ones reparented to us
+    pid = restore_and_compare(h, s, before)
     h.finish(pid)
 
 

@@ -9,6 +9,8 @@ public struct RestoreOptions: Sendable {
     /// `--shell-job`: a tree dumped from a shell's session joins Cryo's session and process
     /// group, and the shell's terminal becomes Cryo's stdin terminal.
     public var shellJob = false
+    /// How many threads rebuild processes at once (each traces the processes it builds).
+    public var tracers = min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 8)
     public init(images: ImageDirectory) { self.images = images }
 }
 
@@ -20,6 +22,11 @@ public struct RestoreOptions: Sendable {
 /// remote `clone3` (so they inherit its open files, and share them as before) and built the
 /// same way; then the rest of its state, its threads, and its credentials last. Zombies are
 /// forked like the others and made to exit with their status at the end.
+///
+/// Subtrees are built in parallel, one per tracer thread (`TracerPool`): a child forked while
+/// another thread has nothing to do is handed to it. What processes share is made once, by
+/// whichever needs it first, and handed to the others: descriptions are created in Cryo and
+/// passed with SCM_RIGHTS, shared memory is mapped from its first user's map_files.
 public enum Restorer {
     /// The helper mapping's size: a code page, then scratch space.
     static let helperSize = 64 * 1024
@@ -33,17 +40,22 @@ public enum Restorer {
         let pid = tree.root.pid
         log.info("Restoring \(tree.processes.count) process(es) rooted at \(pid) from \(options.images.path)")
         let helper = try chooseHelperAddress(tree.processes.flatMap(\.mm.vmas))
+        // The root is cloned (and traced) by this thread: worker 0 of the pool.
         _ = try spawn(pid: pid, helper: helper)
+        let pool = TracerPool(count: min(options.tracers, tree.processes.count))
+        defer { pool.shutdown() }
         let builder: TreeBuilder
         do {
-            builder = try TreeBuilder(tree: tree, images: options.images, shellJob: options.shellJob, log: log)
-            builder.made[pid] = try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: helperSize)
+            builder = try TreeBuilder(tree: tree, images: options.images, shellJob: options.shellJob, pool: pool, log: log)
+            builder.adopt(try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: helperSize), worker: 0)
         } catch {
             Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid)
             throw error
         }
         do {
-            try builder.build(tree.root, inherited: nil)
+            let root = tree.root
+            pool.submit(to: 0) { worker in try builder.build(root, inherited: nil, worker: worker) }
+            try pool.drain()
             let forked = monotonicMicroseconds()
             try builder.finish()
             var r = RestoreStatsEntry()
@@ -56,7 +68,7 @@ public enum Restorer {
             stats.restore = r
             do { try options.images.write("stats-restore.img", magic: .stats, stats) }
             catch { log.warn("cannot write stats-restore.img: \(error)") }
-            log.info("\(tree.processes.count) process(es) restored in \(r.restoreTime) µs")
+            log.info("\(tree.processes.count) process(es) restored in \(r.restoreTime) µs by \(pool.count) thread(s)")
         } catch {
             log.warn("restore failed; killing every process it made")
             builder.killAll()
@@ -110,6 +122,10 @@ public enum Restorer {
         throw CryoError("cannot restore: pid \(pid) is in use by a running process (\(comm))")
     }
 
+    /// The ptrace options of every restored process: it dies with its tracer, and what it
+    /// clones is traced too (by the same thread).
+    static let traceOptions = Int(CL_PTRACE_O_EXITKILL | CL_PTRACE_O_TRACECLONE | CL_PTRACE_O_TRACEFORK | CL_PTRACE_O_TRACESYSGOOD)
+
     /// Waits for a new child's first stop and sets the ptrace options every restored process needs.
     static func adoptNewChild(_ pid: pid_t) throws {
         let status: WaitStatus
@@ -124,19 +140,26 @@ public enum Restorer {
             }
             throw CryoError("new process \(pid) did not stop as expected: \(status)\(why)")
         }
-        do { try Ptrace.setOptions(pid, Int(CL_PTRACE_O_EXITKILL | CL_PTRACE_O_TRACECLONE | CL_PTRACE_O_TRACEFORK | CL_PTRACE_O_TRACESYSGOOD)) }
+        do { try Ptrace.setOptions(pid, traceOptions) }
         catch { Glibc.kill(pid, SIGKILL); _ = try? WaitStatus.wait(pid); throw CryoError("cannot set ptrace options on \(pid)", errno: error) }
     }
 }
 
 /// Builds the processes of one restore and remembers what it made, to undo it on failure.
-final class TreeBuilder {
+///
+/// Its methods run on the pool's threads at once; a process is only ever worked on by the
+/// worker that traces it (`tracer`), and what they share is locked.
+final class TreeBuilder: @unchecked Sendable {
     let tree: TreeImage
     let log: Log
+    let pool: TracerPool
+    private let lock = NSLock()
     /// Every process created so far, live or to become a zombie.
-    var made: [pid_t: RemoteProcess] = [:]
-    var pagesRestored: UInt64 = 0
-    var sharing = MemoryRestore.Sharing()
+    private var made: [pid_t: RemoteProcess] = [:]
+    /// Which worker of the pool traces each process.
+    private var tracer: [pid_t: Int] = [:]
+    private(set) var pagesRestored: UInt64 = 0
+    private(set) var sharing = MemoryRestore.Sharing()
     let objects: FileObjects
     /// Cryo's resource limits, which every process has until it sets its own.
     let ownLimits = LimitsResource.own()
@@ -144,18 +167,37 @@ final class TreeBuilder {
     let ownCreds = CredentialsResource.own()
     let shared: SharedMemoryTable
 
-    init(tree: TreeImage, images: ImageDirectory, shellJob: Bool, log: Log) throws {
+    init(tree: TreeImage, images: ImageDirectory, shellJob: Bool, pool: TracerPool, log: Log) throws {
         self.tree = tree
         self.log = log
+        self.pool = pool
         self.objects = try FileObjects(images, files: tree.files, shellJob: shellJob)
         self.shared = try SharedMemoryTable(tree, images: images)
     }
 
-    /// Rebuilds `image` in its (stopped) process, then its children. `inherited` is the fd
-    /// table the process got from its parent (nil for the root).
-    func build(_ image: ProcessImage, inherited: [FdinfoEntry]?) throws {
+    /// Records a new process, traced by `worker`.
+    func adopt(_ process: RemoteProcess, worker: Int) {
+        lock.withLock { made[process.pid] = process; tracer[process.pid] = worker }
+    }
+
+    /// The process made for `pid`.
+    private func process(_ pid: pid_t) -> RemoteProcess { lock.withLock { made[pid]! } }
+
+    /// The processes worker `worker` traces, in the tree's order, zombies or not.
+    private func traced(by worker: Int, zombies: Bool) -> [(ProcessImage, RemoteProcess)] {
+        lock.withLock {
+            tree.processes.filter { tracer[$0.pid] == worker && $0.isZombie == zombies }.map { ($0, made[$0.pid]!) }
+        }
+    }
+
+    /// Rebuilds `image` in its (stopped) process, then its children, on worker `worker` (the
+    /// process's tracer). `inherited` is the fd table the process got from its parent (nil
+    /// for the root).
+    func build(_ image: ProcessImage, inherited: [FdinfoEntry]?, worker: Int) throws {
         let pid = image.pid
-        let process = made[pid]!
+        // Another subtree failed: the restore is being undone.
+        if pool.failed { throw CryoError("restore of \(pid) abandoned") }
+        let process = process(pid)
         let tc = image.leader.tc
         let scratch = process.scratch!.address
         func call(_ what: String, _ nr: Int, _ args: UInt64...) throws -> Int64 {
@@ -165,7 +207,7 @@ final class TreeBuilder {
             try process.memory.write(Array(path.utf8) + [0], at: scratch)
             return UInt64(try call("open \(path)", Syscall.openat, UInt64(bitPattern: -100), scratch, UInt64(UInt32(bitPattern: flags)), 0))
         }
-        log.debug("building process \(pid)")
+        log.debug("building process \(pid) on thread \(worker)")
         // Session and group first: children inherit them.
         if image.pstree.sid == UInt32(pid) { _ = try call("setsid", 112) }
         else if image.pstree.pgid == UInt32(pid) { _ = try call("setpgid", 109, 0, 0) }
@@ -175,13 +217,19 @@ final class TreeBuilder {
         // terminal) and before any child is forked (children inherit it).
         if image.pstree.sid == UInt32(pid) {
             let inUse = (image.descriptors + (inherited ?? [])).map(\.fd).max() ?? 0
-            try objects.terminals.restoreControllingTerminal(process, freeFD: UInt64(inUse) + 1)
+            try objects.withLock { try objects.terminals.restoreControllingTerminal(process, freeFD: UInt64(inUse) + 1) }
         }
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
         try FileLockResource.restore(tree.locks, process)
         let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
-        pagesRestored += try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,
-                                                   shared: shared, memfds: objects.memfds, sharing: &sharing, log: log)
+        var sharing = MemoryRestore.Sharing()
+        let pages = try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,
+                                              shared: shared, memfds: objects.memfds, sharing: &sharing, log: log)
+        lock.withLock {
+            pagesRestored += pages
+            self.sharing.pagesCompared += sharing.pagesCompared
+            self.sharing.pagesSkipped += sharing.pagesSkipped
+        }
 
         // mm fields: brk, arg/env, auxv, exe — one PR_SET_MM_MAP.
         let mm = image.mm
@@ -211,13 +259,24 @@ final class TreeBuilder {
         if tc.personality != parent?.leader.tc.personality { _ = try call("personality", Syscall.personality, UInt64(tc.personality)) }
         try SignalsResource.restoreActions(tc.sigactions, process, inherited: parent?.leader.tc.sigactions)
 
-        // Children: forked from this process now, so they inherit its files.
+        // Children: forked from this process now, so they inherit its files. Each is built
+        // here, or by another worker if one is idle.
         for child in tree.children(of: pid) {
             try Restorer.checkPidFree(child.pid)
             try clone(in: process, id: child.pid, flags: 0, exitSignal: SIGCHLD, what: "process")
             try Restorer.adoptNewChild(child.pid)
-            made[child.pid] = try RemoteProcess.adoptRestoreChild(child.pid, helper: process.gadget, helperSize: Restorer.helperSize)
-            try build(child, inherited: image.descriptors)
+            let new = try RemoteProcess.adoptRestoreChild(child.pid, helper: process.gadget, helperSize: Restorer.helperSize)
+            adopt(new, worker: worker)
+            if !child.isZombie && pool.hasIdleWorker {
+                try handOff(new)
+                let descriptors = image.descriptors
+                pool.submit { other in
+                    try self.takeOver(child.pid, helper: new.gadget, worker: other)
+                    try self.build(child, inherited: descriptors, worker: other)
+                }
+            } else {
+                try build(child, inherited: image.descriptors, worker: worker)
+            }
         }
 
         // Where it stands: cwd, root, umask.
@@ -251,6 +310,33 @@ final class TreeBuilder {
         if tc.hasSignalsS { try SignalsResource.restorePending(tc.signalsS, thread: nil, process) }
     }
 
+    /// Lets go of a new process so that another worker can trace it: it waits in `pause()` (all
+    /// its signals are blocked, so nothing but ptrace or SIGKILL wakes it).
+    private func handOff(_ process: RemoteProcess) throws {
+        var regs = process.leader.stoppedRegisters
+        regs.rip = process.gadget
+        regs.rax = UInt64(Syscall.pause)
+        regs.orig_rax = UInt64.max
+        do {
+            try Ptrace.setRegisters(process.pid, regs)
+            try Ptrace.detach(process.pid)
+        } catch { throw CryoError("cannot hand new process \(process.pid) to another thread", errno: error) }
+        // This object must not put the process back as it found it when it goes away: the
+        // worker that takes the process over makes its own.
+        process.forget()
+    }
+
+    /// Traces a process another worker handed off (`handOff`), from worker `worker`.
+    ///
+    /// PTRACE_ATTACH, not PTRACE_SEIZE: the process then stops for its SIGSTOP exactly as a
+    /// new restore child does, and is traced the same way as the processes cloned from it.
+    private func takeOver(_ pid: pid_t, helper: UInt64, worker: Int) throws {
+        do { try Ptrace.attach(pid) } catch { throw CryoError("cannot trace new process \(pid) from another thread", errno: error) }
+        try Restorer.adoptNewChild(pid)
+        adopt(try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: Restorer.helperSize), worker: worker)
+        log.debug("process \(pid) taken over by thread \(worker)")
+    }
+
     /// Makes process or thread `id` by a remote clone3 with set_tid in `process`'s leader.
     private func clone(in process: RemoteProcess, id: pid_t, flags: UInt64, exitSignal: Int32, what: String) throws {
         let scratch = process.scratch!.address
@@ -266,37 +352,50 @@ final class TreeBuilder {
     }
 
     /// Joins process groups, sets credentials, turns zombies into zombies, and lets every
-    /// process go with its own registers.
+    /// process go with its own registers. Each step is done by every worker for the processes
+    /// it traces, and finished by all before the next begins.
     func finish() throws {
-        try shared.removeSpares()
+        try pool.onEveryWorker { worker in
+            for (_, process) in self.traced(by: worker, zombies: false) { try self.shared.removeSpares(of: process) }
+        }
+        try shared.sysv.removeDestroyed()
         try objects.memfds.applySeals()
-        for image in tree.processes where !image.isZombie {
-            let process = made[image.pid]!
-            if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {
-                try process.checkedSyscall("setpgid(0, \(image.pstree.pgid))", 109, [0, UInt64(image.pstree.pgid)])
+        try pool.onEveryWorker { worker in
+            for (image, process) in self.traced(by: worker, zombies: false) {
+                if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {
+                    try process.checkedSyscall("setpgid(0, \(image.pstree.pgid))", 109, [0, UInt64(image.pstree.pgid)])
+                }
             }
         }
         // Foreground groups name groups that exist only now.
-        for image in tree.processes where !image.isZombie && image.pstree.sid == UInt32(image.pid) {
-            try objects.terminals.restoreForegroundGroups(made[image.pid]!, descriptors: image.descriptors, files: tree.files)
+        try pool.onEveryWorker { worker in
+            for (image, process) in self.traced(by: worker, zombies: false) where image.pstree.sid == UInt32(image.pid) {
+                try self.objects.withLock {
+                    try self.objects.terminals.restoreForegroundGroups(process, descriptors: image.descriptors, files: self.tree.files)
+                }
+            }
         }
         // Credentials last: after them, a process may no longer be allowed the calls above.
-        for image in tree.processes where !image.isZombie {
-            let process = made[image.pid]!
-            for thread in process.threads {
-                let creds = image.cores[thread.tid]!.threadCore.creds
-                if creds == ownCreds { continue }  // it has them already
-                try CredentialsResource.restore(creds, thread: thread, in: process)
+        try pool.onEveryWorker { worker in
+            for (image, process) in self.traced(by: worker, zombies: false) {
+                for thread in process.threads {
+                    let creds = image.cores[thread.tid]!.threadCore.creds
+                    if creds == self.ownCreds { continue }  // it has them already
+                    try CredentialsResource.restore(creds, thread: thread, in: process)
+                }
+                if image.mm.hasDumpable { try process.checkedSyscall("prctl(PR_SET_DUMPABLE)", Syscall.prctl, [4, UInt64(image.mm.dumpable)]) }
             }
-            if image.mm.hasDumpable { try process.checkedSyscall("prctl(PR_SET_DUMPABLE)", Syscall.prctl, [4, UInt64(image.mm.dumpable)]) }
         }
-        for image in tree.processes.reversed() where image.isZombie {
-            let process = made[image.pid]!
-            try process.setName(image.leader.tc.comm, in: process.leader)
-            try makeZombie(process, status: image.zombieStatus!)
+        try pool.onEveryWorker { worker in
+            for (image, process) in self.traced(by: worker, zombies: true).reversed() {
+                try process.setName(image.leader.tc.comm, in: process.leader)
+                try self.makeZombie(process, status: image.zombieStatus!)
+            }
         }
-        for image in tree.processes.reversed() where !image.isZombie {
-            try release(made[image.pid]!, image)
+        try pool.onEveryWorker { worker in
+            for (image, process) in self.traced(by: worker, zombies: false).reversed() {
+                try self.release(process, image)
+            }
         }
     }
 
@@ -371,11 +470,19 @@ final class TreeBuilder {
     /// Kills everything made so far (children first), reaps the root, and removes the SysV
     /// segments it made.
     func killAll() {
-        for (pid, process) in made {
+        for (pid, process) in lock.withLock({ made }) {
             Glibc.kill(pid, SIGKILL)
             process.forget()
         }
-        if let root = tree.processes.first?.pid { _ = try? WaitStatus.wait(root) }
+        // Every killed thread reports its end to its tracer (one of our threads) and must be
+        // waited for before its process's leader can be: reap them all until the root is.
+        if let root = tree.processes.first?.pid {
+            var status: Int32 = 0
+            while true {
+                let reaped = waitpid(-1, &status, __WALL)
+                if reaped == root || (reaped < 0 && errnoValue != EINTR) { break }
+            }
+        }
         shared.sysv.abandon()
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import CLinux
 import Glibc
 import SystemPackage
@@ -434,6 +435,8 @@ final class FileObjects {
     let allFiles: [UInt32: FileEntry]
     private var created: [UInt32: Int32] = [:]
     private var watched = Set<UInt32>()
+    /// Processes are built on several threads at once: the tables are used under this lock.
+    private let lock = NSRecursiveLock()
 
     /// `shellJob`: the dump's outside terminal becomes Cryo's stdin terminal.
     init(_ images: ImageDirectory, files: [UInt32: FileEntry], shellJob: Bool) throws {
@@ -449,6 +452,10 @@ final class FileObjects {
 
     /// Cryo's fd for the description `file`.
     func descriptor(for file: FileEntry) throws -> Int32 {
+        try withLock { try makeDescriptor(for: file) }
+    }
+
+    private func makeDescriptor(for file: FileEntry) throws -> Int32 {
         if file.type == .pipe { return try pipes.descriptor(for: file) }
         if file.type == .unixsk { return try sockets.descriptor(for: file, all: allFiles) }
         if file.type == .fifo { return try fifos.descriptor(for: file, path: allFiles[file.fifo.regfID]) }
@@ -461,5 +468,12 @@ final class FileObjects {
     }
 
     /// True the first time it is asked for an epoll description: its watches are added once.
-    func needsWatches(_ id: UInt32) -> Bool { watched.insert(id).inserted }
+    func needsWatches(_ id: UInt32) -> Bool { withLock { watched.insert(id).inserted } }
+
+    /// Runs `body` with the tables locked (for work on them that is not a plain lookup).
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import CLinux
 import Glibc
 import SystemPackage
@@ -68,6 +69,8 @@ enum MemfdResource {
 
 /// The memfds of one restore, made in Cryo on first use.
 final class MemfdTable {
+    /// Processes are built on several threads at once: each memfd is made once.
+    private let lock = NSLock()
     private let images: ImageDirectory
     private var inodes: [UInt64: MemfdInodeEntry] = [:]
     /// inode id -> Cryo's fd on the memfd.
@@ -89,6 +92,8 @@ final class MemfdTable {
 
     /// Cryo's fd for the description `file` (a MEMFD entry): its flags, at its offset.
     func descriptor(for file: FileEntry) throws -> Int32 {
+        lock.lock()
+        defer { lock.unlock() }
         if let fd = descriptions[file.id] { return fd }
         let m = file.memfd
         let memfd = try self.memfd(m.inodeID)
@@ -104,11 +109,13 @@ final class MemfdTable {
 
     /// A path the restored processes can open to map the memfd of entry `file`.
     func pathToMap(_ file: FileEntry) throws -> String {
-        "/proc/\(getpid())/fd/\(try memfd(file.memfd.inodeID))"
+        "/proc/\(getpid())/fd/\(try lock.withLock { try memfd(file.memfd.inodeID) })"
     }
 
     /// Adds every memfd's seals (once all mappings are made).
     func applySeals() throws {
+        lock.lock()
+        defer { lock.unlock() }
         for (id, fd) in created.sorted(by: { $0.key < $1.key }) {
             let seals = inodes[id]!.seals
             guard seals != MemfdResource.sealSeal, seals != 0 else { continue }

@@ -1,3 +1,4 @@
+import Foundation
 import CLinux
 import Glibc
 import SystemPackage
@@ -123,7 +124,11 @@ enum SharedMemoryResource {
 }
 
 /// The shared anonymous objects of one restore: where each lives in its owner.
+///
+/// Processes are built on several threads at once: the table is locked while an object is
+/// looked up or made, so that each is made once, by the first process that maps it.
 final class SharedMemoryTable {
+    private let lock = NSLock()
     private let images: ImageDirectory
     /// shmid -> (owner process, spare mapping start, length).
     private var objects: [UInt64: (owner: RemoteProcess, start: UInt64, length: UInt64)] = [:]
@@ -146,6 +151,8 @@ final class SharedMemoryTable {
 
     /// Maps VMA `v` (shared anonymous) into `process`, creating its object first if needed.
     func map(_ v: VmaEntry, into process: RemoteProcess) throws {
+        lock.lock()
+        defer { lock.unlock() }
         if objects[v.shmid] == nil {
             let length = sizes[v.shmid]!
             let start = UInt64(try process.checkedSyscall("mmap of shared memory object \(v.shmid)", Syscall.mmap,
@@ -169,13 +176,12 @@ final class SharedMemoryTable {
         guard UInt64(address) == v.start else { throw CryoError("shared memory landed at 0x\(String(address, radix: 16)), not 0x\(String(v.start, radix: 16))") }
     }
 
-    /// Removes the spare mappings from their owners, and SysV segments that were removed while
-    /// attached (once every process has mapped its objects).
-    func removeSpares() throws {
-        for (shmid, o) in objects {
-            try o.owner.checkedSyscall("munmap of the spare mapping of shared memory object \(shmid)", Syscall.munmap, [o.start, o.length])
+    /// Removes the spare mappings `owner` holds (once every process has mapped its objects).
+    /// Called from the thread that traces `owner`.
+    func removeSpares(of owner: RemoteProcess) throws {
+        let mine = lock.withLock { objects.filter { $0.value.owner === owner } }
+        for (shmid, o) in mine.sorted(by: { $0.key < $1.key }) {
+            try owner.checkedSyscall("munmap of the spare mapping of shared memory object \(shmid)", Syscall.munmap, [o.start, o.length])
         }
-        objects.removeAll()
-        try sysv.removeDestroyed()
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import CLinux
 import Glibc
 import SystemPackage
@@ -72,6 +73,7 @@ enum SysVSharedMemoryResource {
 
 /// The SysV segments of one restore: found or made again, then attached.
 final class SysVSegmentTable {
+    private let lock = NSLock()
     private var segments: [UInt32: (entry: IpcShmEntry, data: ArraySlice<UInt8>)] = [:]
     private var ready = Set<UInt32>()
     /// Segments this restore made: removed again if the restore fails.
@@ -89,7 +91,8 @@ final class SysVSegmentTable {
     /// Attaches segment `v.shmid` at its address in `process`.
     func attach(_ v: VmaEntry, into process: RemoteProcess, log: Log?) throws {
         let id = UInt32(truncatingIfNeeded: v.shmid)
-        try prepare(id, log: log)
+        // Processes are built on several threads: one makes the segment, the others wait.
+        try lock.withLock { try prepare(id, log: log) }
         // SHM_RDONLY (010000) without PROT_WRITE, SHM_EXEC (0100000) with PROT_EXEC.
         var flags: UInt64 = v.prot & UInt32(PROT_WRITE) == 0 ? 0o10000 : 0
         if v.prot & UInt32(PROT_EXEC) != 0 { flags |= 0o100000 }

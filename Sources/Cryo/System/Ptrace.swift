@@ -4,12 +4,16 @@ import SystemPackage
 
 /// Typed wrappers over ptrace(2) for one thread (a *tracee*).
 ///
-/// Every request must come from the thread that attached; Cryo keeps all tracing on the
-/// main thread for that reason.
+/// Every request must come from the thread that attached (see `TracerPool`).
 public enum Ptrace {
     /// PTRACE_SEIZE: attach without stopping. `options` are PTRACE_O_* flags.
     public static func seize(_ tid: pid_t, options: Int = 0) throws(Errno) {
         try call(CL_PTRACE_SEIZE, tid, nil, UnsafeMutableRawPointer(bitPattern: options))
+    }
+
+    /// PTRACE_ATTACH: attach and send SIGSTOP (the thread reports its signal-delivery-stop).
+    public static func attach(_ tid: pid_t) throws(Errno) {
+        try call(CL_PTRACE_ATTACH, tid, nil, nil)
     }
 
     /// PTRACE_INTERRUPT: stop a seized thread (it reports a PTRACE_EVENT_STOP).

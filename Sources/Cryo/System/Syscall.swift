@@ -19,6 +19,7 @@ public enum Syscall {
     public static let mremap = 25
     public static let madvise = 28
     public static let dup2 = 33
+    public static let pause = 34
     public static let getitimer = 36
     public static let setitimer = 38
     public static let getpid = 39
