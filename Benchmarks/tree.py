@@ -87,6 +87,8 @@ def main():
     ap.add_argument("--children", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cryo", default=os.path.join(ROOT, ".build/release/cryo"))
+    ap.add_argument("--restore-threads", type=int, default=None,
+                    help="passed to cryo restore (default: cryo's own, one per CPU)")
     args = ap.parse_args()
     if not os.path.exists(args.cryo):
         subprocess.run(["swift", "build", "-c", "release"], cwd=ROOT, check=True)
@@ -96,6 +98,7 @@ def main():
     work = tempfile.mkdtemp(prefix="cryo-bench-tree.")
     script = f"for i in $(seq {args.children}); do sleep 1000 & done; wait"
     dumps, restores = [], []
+    threads = [] if args.restore_threads is None else ["--restore-threads", str(args.restore_threads)]
     print(f"{args.children + 1} processes, {args.cryo}")
     done = False
     try:
@@ -119,7 +122,7 @@ def main():
                     raise SystemExit(f"run {run}: {left} processes of the tree still run after "
                                      f"the dump: {args.cryo} did not dump (and kill) the whole "
                                      f"tree; see {images}/dump.log") from None
-                restores.append(cryo(args, "restore", "-D", images, "-o", "restore.log", "-d"))
+                restores.append(cryo(args, "restore", "-D", images, "-o", "restore.log", "-d", *threads))
                 if children(p.pid) != kids:
                     raise SystemExit(f"run {run}: after restore dash has {len(children(p.pid))} "
                                      f"children, not the {len(kids)} it had")
