@@ -36,6 +36,10 @@ struct Dump: ParsableCommand {
           help: "Dump datagram unix sockets connected to a named socket outside the tree; restore connects them to that name again.")
     var externalUnixSockets = false
 
+    @Flag(name: .customLong("no-cow-dedup"),
+          help: "Store every process's pages in full, also those a child shares copy-on-write with its parent (by default stored once, in the parent's image, with a pagemap flag CRIU does not know): images CRIU itself can restore.")
+    var noCOWDedup = false
+
     func run() throws {
         let log = try reporting(nil) { try common.makeLog() }
         let stats = try reporting(log) {
@@ -45,6 +49,7 @@ struct Dump: ParsableCommand {
             options.shellJob = shellJob.shellJob
             options.fileLocks = fileLocks
             options.externalUnixSockets = externalUnixSockets
+            options.cowDedup = !noCOWDedup
             if let ghostLimit {
                 guard let bytes = parseSize(ghostLimit) else { throw CryoError("--ghost-limit \(ghostLimit): not a size") }
                 options.ghostLimit = bytes
@@ -59,6 +64,7 @@ struct Dump: ParsableCommand {
             Memory dump time: \(stats.memdumpTime) us
             Memory write time: \(stats.memwriteTime) us
             Memory pages scanned: \(stats.pagesScanned) (0x\(String(stats.pagesScanned, radix: 16)))
+            Memory pages skipped from parent: \(stats.pagesSkippedParent) (0x\(String(stats.pagesSkippedParent, radix: 16)))
             Memory pages written: \(stats.pagesWritten) (0x\(String(stats.pagesWritten, radix: 16)))
             """)
         }

@@ -17,6 +17,10 @@ public struct DumpOptions: Sendable {
     /// `--ext-unix-sk`: datagram unix sockets connected to a named socket outside the dump are
     /// dumped, and connected to that name again on restore.
     public var externalUnixSockets = false
+    /// Pages a child shares copy-on-write with its parent (the same physical page) are stored
+    /// once, in the parent's image (`MemoryResource.pageCOWParent`). Off (`--no-cow-dedup`):
+    /// every process's pages are stored in full, an image CRIU itself can restore.
+    public var cowDedup = true
 
     public init(pid: pid_t, images: ImageDirectory) {
         self.pid = pid
@@ -77,7 +81,7 @@ public enum Dumper {
         // The images are complete: only now may the processes be killed.
         for m in tree.reversed() { m.process?.release(options.afterDump) }
         try options.images.write("stats-dump.img", magic: .stats, stats.entry)
-        log.info("Dump of \(root) finished: \(stats.pagesWritten) pages written, \(stats.frozenTime) µs frozen")
+        log.info("Dump of \(root) finished: \(stats.pagesWritten) pages written, \(stats.pagesSkippedParent) shared with a parent, \(stats.frozenTime) µs frozen")
         return stats
     }
 
@@ -136,6 +140,9 @@ public enum Dumper {
         var pstree: [PstreeEntry] = []
         var rootIDs = TaskKobjIdsEntry()
         var terminalView: [TerminalDump.Member] = []
+        // The mappings of each process dumped so far: a child's pages are compared with its
+        // parent's, and parents come first (the order `freezeTree` found them in).
+        var dumpedVMAs: [pid_t: [VmaEntry]] = [:]
         for (index, m) in tree.enumerated() {
             let id = UInt32(index + 1)
             var ids = TaskKobjIdsEntry()
@@ -156,7 +163,12 @@ public enum Dumper {
                 if !options.shellJob && (!inTree(entry.sid) || !inTree(entry.pgid)) {
                     throw CryoError("process \(m.pid) is in session \(entry.sid), group \(entry.pgid), led by a process outside the dump: it was started from a shell job. Start the tree with setsid, or use --shell-job")
                 }
-                try ProcessDump.write(process, ids: ids, images: images, files: &files, stats: &stats, log: log)
+                let parent = tree.first { $0.pid == m.ppid }?.process
+                let cowParent = try options.cowDedup ? parent.flatMap { p in
+                    try dumpedVMAs[p.pid].map { MemoryResource.COWParent(vmas: $0, pagemap: try ProcPagemap(pid: p.pid)) }
+                } : nil
+                dumpedVMAs[m.pid] = try ProcessDump.write(process, ids: ids, images: images, files: &files, cowParent: cowParent,
+                                                          stats: &stats, log: log)
                 let held = try FileLockResource.dump(pid: m.pid, fds: (files.descriptors[m.pid] ?? []).map { Int32($0.fd) }, proc: process.proc)
                 if !held.isEmpty && !options.fileLocks {
                     throw CryoError("process \(m.pid) holds file locks (fd \(held[0].fd) first); dump with --file-locks to save them")
@@ -217,8 +229,10 @@ public enum Dumper {
 
 /// The images of one live process: core (per thread), mm, pagemap and pages, ids, fs, fdinfo.
 enum ProcessDump {
+    /// Writes the images of `process` and returns its mappings. With `cowParent`, pages it
+    /// shares with its parent are not stored again (`MemoryResource.dumpPages`).
     static func write(_ process: RemoteProcess, ids: TaskKobjIdsEntry, images: ImageDirectory, files: inout FileTable,
-                      stats: inout DumpStatistics, log: Log) throws {
+                      cowParent: MemoryResource.COWParent?, stats: inout DumpStatistics, log: Log) throws -> [VmaEntry] {
         let pid = process.pid
         let proc = process.proc
         let stat = try proc.statFields()
@@ -293,7 +307,8 @@ enum ProcessDump {
         catch { throw CryoError("cannot create \(images.url(pagesName))", errno: error as! Errno) }
         let pagemap: [PagemapEntry]
         do {
-            pagemap = try pagesFD.closeAfter { try MemoryResource.dumpPages(process: process, vmas: vmas, to: pagesFD, stats: &stats) }
+            pagemap = try pagesFD.closeAfter { try MemoryResource.dumpPages(process: process, vmas: vmas, to: pagesFD, parent: cowParent,
+                                                                               stats: &stats, log: log) }
         } catch {
             unlink(partial)
             throw error
@@ -316,5 +331,6 @@ enum ProcessDump {
         try images.write("ids-\(pid).img", magic: .ids, ids)
         try images.write("fs-\(pid).img", magic: .fs, fs)
         try images.write("fdinfo-\(ids.filesID).img", magic: .fdinfo, files.descriptors[pid] ?? [])
+        return vmas
     }
 }

@@ -48,7 +48,7 @@ struct ProcessImage {
         let pagesPath = images.url("pages-\(head.pagesID).img")
         var st = stat()
         guard stat(pagesPath, &st) == 0 else { throw CryoError("cannot restore: \(pagesPath) is missing", errno: Errno(rawValue: errnoValue)) }
-        let expected = pagemap.reduce(UInt64(0)) { $0 + UInt64($1.nrPages) * 4096 }
+        let expected = pagemap.reduce(UInt64(0)) { $0 + $1.storedBytes }
         guard UInt64(st.st_size) == expected else {
             throw CryoError("cannot restore: \(pagesPath) holds \(st.st_size) bytes but \(pagemapFile) describes \(expected)")
         }
@@ -67,11 +67,42 @@ struct ProcessImage {
         return used
     }
 
-    /// Cross-checks the process's images.
-    func verify() throws {
+    /// Cross-checks the process's images, and pages it has from `parent`, the process it is
+    /// forked from on restore (nil for the root).
+    func verify(parent: ProcessImage?) throws {
         for e in pagemap {
             guard mm.vmas.contains(where: { $0.start <= e.vaddr && e.vaddr + UInt64(e.nrPages) * 4096 <= $0.end }) else {
                 throw CryoError("cannot restore: pagemap entry at 0x\(String(e.vaddr, radix: 16)) lies outside every mapping of mm-\(pid).img")
+            }
+        }
+        try verifyPagesFromParent(parent)
+    }
+
+    /// Pages marked as the parent's (`MemoryResource.pageCOWParent`) are only restored right
+    /// if the child keeps the parent's mapping there (so it must be inherited) and the parent
+    /// has pages there to keep (stored, or its own parent's again).
+    private func verifyPagesFromParent(_ parent: ProcessImage?) throws {
+        let fromParent = pagemap.filter { !$0.isStored }
+        guard let first = fromParent.first else { return }
+        func at(_ e: PagemapEntry) -> String { "the pages at 0x\(String(e.vaddr, radix: 16)) (\(e.nrPages))" }
+        guard let parent, !parent.isZombie else {
+            throw CryoError("cannot restore process \(pid): pagemap-\(pid).img marks \(at(first)) as its parent's, but it is not forked from a live process of the dump")
+        }
+        let inherited = MemoryResource.inheritedMappings(mm.vmas, parentVMAs: parent.mm.vmas)
+        // The parent's pages as sorted, merged address ranges.
+        var theirs: [Range<UInt64>] = []
+        for e in parent.pagemap.sorted(by: { $0.vaddr < $1.vaddr }) {
+            let range = e.vaddr..<e.vaddr + UInt64(e.nrPages) * 4096
+            if let last = theirs.last, last.upperBound == range.lowerBound { theirs[theirs.count - 1] = last.lowerBound..<range.upperBound }
+            else { theirs.append(range) }
+        }
+        for e in fromParent {
+            let range = e.vaddr..<e.vaddr + UInt64(e.nrPages) * 4096
+            guard inherited.contains(where: { $0.start <= range.lowerBound && range.upperBound <= $0.end }) else {
+                throw CryoError("cannot restore process \(pid): pagemap-\(pid).img marks \(at(e)) as its parent's, but that mapping is not the same in its parent \(parent.pid) (mm-\(parent.pid).img), so it is not inherited")
+            }
+            guard theirs.contains(where: { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound }) else {
+                throw CryoError("cannot restore process \(pid): pagemap-\(pid).img marks \(at(e)) as its parent's, but pagemap-\(parent.pid).img has no pages there")
             }
         }
     }
@@ -142,7 +173,7 @@ struct TreeImage {
         var image = TreeImage(processes: processes, files: files, ghosts: ghosts)
         if images.contains("file-locks.img") { image.locks = try images.read("file-locks.img", magic: .fileLocks) }
         for p in processes {
-            try p.verify()
+            try p.verify(parent: p.pid == processes[0].pid ? nil : image.process(pid_t(p.pstree.ppid)))
             for id in p.fileIDs.sorted() {
                 guard let f = files[id] else { throw CryoError("cannot restore: files.img has no entry for file id \(id) (process \(p.pid))") }
                 try f.verifyForRestore()

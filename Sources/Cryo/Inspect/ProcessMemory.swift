@@ -98,8 +98,11 @@ public final class ProcessMemory {
         /// The number of pages.
         public let pages: UInt64
         /// Where the run's bytes are in the pages file; nil if they are not in this image (in
-        /// a parent image or served lazily).
+        /// a parent image, the parent process's, or served lazily).
         public let fileOffset: UInt64?
+        /// Whether the run's pages are the parent process's at the same addresses (Cryo's
+        /// flag 0x8: shared copy-on-write, stored once in the parent's images).
+        public var fromParentProcess = false
         /// The address after the run.
         public var end: UInt64 { start &+ pages &* ProcessMemory.pageSize }
     }
@@ -114,6 +117,13 @@ public final class ProcessMemory {
         public let file: PagesFile
         /// Where in that file.
         public let fileOffset: UInt64
+
+        /// The part of the segment inside `range`, if any.
+        func clipped(to range: Range<UInt64>) -> Segment? {
+            let start = max(address, range.lowerBound), end = min(address + length, range.upperBound)
+            guard start < end else { return nil }
+            return Segment(address: start, length: end - start, file: file, fileOffset: fileOffset + (start - address))
+        }
     }
 
     /// Where the bytes of an address come from.
@@ -132,6 +142,9 @@ public final class ProcessMemory {
 
     /// The pid.
     public let pid: UInt32
+    /// The memory of the parent process (pstree `ppid`), opened when some runs are its pages
+    /// (``Run/fromParentProcess``); nil otherwise or when the parent is not in the dump.
+    public let parent: ProcessMemory?
     /// The mappings, by start address.
     public let vmas: [VmaEntry]
     /// The dumped runs of private memory, by address.
@@ -149,7 +162,13 @@ public final class ProcessMemory {
     private var mappedFiles: [UInt32: Int32] = [:]
 
     /// Opens the memory of process `process` of `dump`.
-    public init(_ dump: DumpImages, _ process: ProcessImages) throws {
+    public convenience init(_ dump: DumpImages, _ process: ProcessImages) throws {
+        try self.init(dump, process, descendants: [])
+    }
+
+    /// Opens the memory of `process`; `descendants` are the processes whose memory asked for
+    /// it, which a broken pstree could name as its ancestor again.
+    private init(_ dump: DumpImages, _ process: ProcessImages, descendants: Set<UInt32>) throws {
         pid = process.pid
         let mmPath = dump.path("mm-\(process.pid).img")
         for v in process.mm?.vmas ?? [] where !(v.start < v.end && (v.end <= Self.userSpaceEnd || v.status & VMAStatus.vsyscall != 0)) {
@@ -176,6 +195,13 @@ public final class ProcessMemory {
             shared[v.shmid] = (try Self.runs(pagemap.entries, file, dump.path(name)), file)
         }
         sharedObjects = shared
+        let ppid = process.entry.ppid
+        if runs.contains(where: \.fromParentProcess), ppid != 0, !descendants.contains(ppid), dump.pids.contains(ppid),
+           case let p = try dump.process(ppid), !p.isZombie {
+            parent = try ProcessMemory(dump, p, descendants: descendants.union([pid]))
+        } else {
+            parent = nil
+        }
         runStarts = runs.map(\.start)
         vmaStarts = vmas.map(\.start)
     }
@@ -184,7 +210,7 @@ public final class ProcessMemory {
     ///
     /// CRIU: PE_PARENT 1 (pages in the parent image), PE_LAZY 2 (may be restored lazily),
     /// PE_PRESENT 4 (in this pages file); without flags, in_parent means PE_PARENT and
-    /// otherwise PE_PRESENT. Some Cryo dumps mark their pages PE_LAZY alone although they are
+    /// otherwise PE_PRESENT. Cryo's 8 (`pageCOWParent`): the parent process's pages. Some Cryo dumps mark their pages PE_LAZY alone although they are
     /// in the file: when the file holds more than the PE_PRESENT entries account for, the lazy
     /// ones are in it too (a lazy CRIU dump leaves it empty). A pages file shorter than that is
     /// then reported when read, not taken as "no pages".
@@ -200,7 +226,9 @@ public final class ProcessMemory {
                                        "entry \(hexString(e.vaddr, prefix: true)) + \(e.nrPages) pages is not a valid user-space range")
             }
             let present = f & 4 != 0 || (lazyInFile && f & 1 == 0 && f & 2 != 0)
-            runs.append(Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil))
+            var run = Run(start: e.vaddr, pages: UInt64(e.nrPages), fileOffset: present ? offset : nil)
+            run.fromParentProcess = !present && f & MemoryResource.pageCOWParent != 0
+            runs.append(run)
             if present { offset = offset &+ UInt64(e.nrPages) &* pageSize }
         }
         return runs.sorted { $0.start < $1.start }
@@ -218,9 +246,12 @@ public final class ProcessMemory {
         dumpedRanges(vma).reduce(0) { $0 &+ ($1.end - $1.start) }
     }
 
-    /// Whether some of the memory is in a parent image or served lazily (not in these files).
+    /// Whether some of the memory is in a parent image or served lazily (not in these files,
+    /// nor in the parent process's).
     public var hasMissingPages: Bool {
-        runs.contains { $0.fileOffset == nil } || sharedObjects.values.contains { $0.runs.contains { $0.fileOffset == nil } }
+        runs.contains { $0.fileOffset == nil && !($0.fromParentProcess && parent != nil) }
+            || parent?.hasMissingPages == true
+            || sharedObjects.values.contains { $0.runs.contains { $0.fileOffset == nil } }
     }
 
     /// The mapping that contains `address`.
@@ -289,7 +320,10 @@ public final class ProcessMemory {
     /// Where the bytes at `address` come from.
     public func source(of address: UInt64) -> Source {
         guard let vma = vma(containing: address) else { return .unmapped }
-        if let i = Self.runIndex(runs, containing: address) { return runs[i].fileOffset == nil ? .unavailable : .dumped }
+        if let i = Self.runIndex(runs, containing: address) {
+            if runs[i].fromParentProcess { return parent?.source(of: address) ?? .unavailable }
+            return runs[i].fileOffset == nil ? .unavailable : .dumped
+        }
         if vma.status & VMAStatus.anonShared != 0, let object = sharedObjects[vma.shmid],
            let i = Self.runIndex(object.runs, containing: objectOffset(vma, address)) {
             return object.runs[i].fileOffset == nil ? .unavailable : .dumped
@@ -327,6 +361,7 @@ public final class ProcessMemory {
                 let run = runs[i]
                 n = Int(min(want, run.end - at))
                 if let base = run.fileOffset, let pages { try pages.read(dest, offset: base + (at - run.start), count: n) }
+                else if run.fromParentProcess, let parent { try parent.read(at, into: UnsafeMutableRawBufferPointer(start: dest, count: n)) }
                 else { memset(dest, 0, n) }
                 continue
             }
@@ -375,12 +410,17 @@ public final class ProcessMemory {
     private func segments(of vma: VmaEntry) -> [Segment] {
         var out: [Segment] = []
         if let pages {
+            // The parent's segments of the same mapping, for runs that are its pages.
+            var parentSegments: [Segment]?
             var i = Self.runIndex(runs, containing: vma.start) ?? runs.firstIndex { $0.start >= vma.start } ?? runs.count
             while i < runs.count, runs[i].start < vma.end {
                 let r = runs[i]
+                let start = max(r.start, vma.start), end = min(r.end, vma.end)
                 if let off = r.fileOffset {
-                    let start = max(r.start, vma.start), end = min(r.end, vma.end)
                     if start < end { out.append(Segment(address: start, length: end - start, file: pages, fileOffset: off + (start - r.start))) }
+                } else if r.fromParentProcess, let parent {
+                    if parentSegments == nil { parentSegments = parent.segments(of: vma) }
+                    out += parentSegments!.compactMap { $0.clipped(to: start..<end) }
                 }
                 i += 1
             }

@@ -20,6 +20,34 @@ enum MemoryResource {
 
     /// PE_PRESENT in a pagemap entry's flags.
     static let pagePresent: UInt32 = 1 << 2  // PE_PRESENT (1 << 0 is PE_PARENT, 1 << 1 PE_LAZY)
+    /// Cryo's extension of the pagemap flags: the entry's pages are not in this process's pages
+    /// file because they were the very pages of its parent process (pstree `ppid`) at the same
+    /// addresses, shared copy-on-write; the parent's image holds them (stored, or flagged
+    /// again for its own parent). Not CRIU's PE_PARENT (pages in a pre-dump's parent images
+    /// directory): CRIU cannot restore such an image, crit shows the bit as `0x8`.
+    static let pageCOWParent: UInt32 = 1 << 3
+
+    /// What makes a private mapping of a child the same as one of its parent's: a child forked
+    /// from its restored parent keeps those, contents and all (`MemoryRestore`).
+    struct InheritedMappingKey: Hashable {
+        var start, end, pgoff, shmid: UInt64
+        var prot, flags, status: UInt32
+        init(_ v: VmaEntry) {
+            start = v.start; end = v.end; pgoff = v.pgoff; shmid = v.shmid; prot = v.prot; flags = v.flags; status = v.status
+        }
+    }
+
+    /// The mappings of `vmas` a child forked from a process with `parentVMAs` inherits as they
+    /// are: private ones (shared memory is mapped again, `[vsyscall]` cannot be) that the
+    /// parent has identically. Dump and restore agree on this through this one function: the
+    /// dump marks pages of these mappings as the parent's, the restore keeps these mappings.
+    static func inheritedMappings(_ vmas: [VmaEntry], parentVMAs: [VmaEntry]) -> [VmaEntry] {
+        let theirs = Set(parentVMAs.map(InheritedMappingKey.init))
+        return vmas.filter { v in
+            v.status & (anonShared | fileShared | areaVsyscall | SysVSharedMemoryResource.areaSysVIPC) == 0
+                && theirs.contains(InheritedMappingKey(v))
+        }
+    }
 
     /// smaps VmFlags → MADV_* advice worth putting back.
     static let adviceFlags: [(flag: String, advice: Int32)] = [
@@ -119,32 +147,99 @@ enum MemoryResource {
         return result
     }
 
+    /// The parent process of a process being dumped, for copy-on-write deduplication: its
+    /// mappings (as dumped) and its pagemap.
+    struct COWParent {
+        /// The parent's mappings, as in its `mm` image.
+        var vmas: [VmaEntry]
+        /// The parent's `/proc/PID/pagemap`.
+        var pagemap: ProcPagemap
+    }
+
     /// Writes the pages of `vmas` into `pages` and returns the pagemap entries describing them.
-    static func dumpPages(process: RemoteProcess, vmas: [VmaEntry], to pages: FileDescriptor,
-                          stats: inout DumpStatistics) throws -> [PagemapEntry] {
-        let pagemap: FileDescriptor
-        do { pagemap = try FileDescriptor.open(FilePath("/proc/\(process.pid)/pagemap"), .readOnly, options: [.closeOnExec]) }
-        catch { throw CryoError("cannot open /proc/\(process.pid)/pagemap", errno: error as! Errno) }
-        defer { try? pagemap.close() }
+    /// With `parent`, pages of inherited mappings that are physically the parent's page at the
+    /// same address (same page frame: copy-on-write, never written since the fork) are not
+    /// stored but marked `pageCOWParent`. The tree is frozen, so frames do not change under
+    /// the comparison (but see `sameFrames`), and reading pages shared with other processes
+    /// leaves them shared (`ProcMemFile`), so the order in which a tree's processes are dumped
+    /// does not matter.
+    static func dumpPages(process: RemoteProcess, vmas: [VmaEntry], to pages: FileDescriptor, parent: COWParent?,
+                          stats: inout DumpStatistics, log: Log) throws -> [PagemapEntry] {
+        let pagemap = try ProcPagemap(pid: process.pid)
+        let inherited = Set(parent.map { inheritedMappings(vmas, parentVMAs: $0.vmas).map(\.start) } ?? [])
         var entries: [PagemapEntry] = []
         var segments: [PageCopier.Segment] = []
         var fileOffset: UInt64 = 0
+        var deduplicated: UInt64 = 0
         for vma in vmas where dumpsPages(vma) {
             stats.pagesScanned += (vma.end - vma.start) / 4096
-            for range in try touchedRanges(pagemap: pagemap, start: vma.start, end: vma.end) {
-                var e = PagemapEntry()
-                e.vaddr = range.lowerBound
-                e.nrPages = UInt32((range.upperBound - range.lowerBound) / 4096)
-                e.flags = pagePresent
-                entries.append(e)
-                segments.append(.init(address: range.lowerBound, length: range.upperBound - range.lowerBound, fileOffset: fileOffset))
-                fileOffset += range.upperBound - range.lowerBound
-                stats.pagesWritten += UInt64(e.nrPages)
+            for range in try touchedRanges(pagemap: pagemap.descriptor, start: vma.start, end: vma.end) {
+                let words = try pagemap.words(range)
+                func address(_ page: Int) -> UInt64 { range.lowerBound + UInt64(page) * 4096 }
+                var fromParent = [Bool](repeating: false, count: words.count)
+                if let parent, inherited.contains(vma.start) {
+                    fromParent = try sameFrames(range, words, pagemap, parent.pagemap)
+                }
+                for (pages, isParents) in runs(fromParent) {
+                    var e = PagemapEntry()
+                    e.vaddr = address(pages.lowerBound)
+                    e.nrPages = UInt32(pages.count)
+                    e.flags = isParents ? pageCOWParent : pagePresent
+                    entries.append(e)
+                    if isParents { deduplicated += UInt64(pages.count); continue }
+                    stats.pagesWritten += UInt64(pages.count)
+                    for (part, shared) in runs(pages.map { words[$0].isPresent && !words[$0].isExclusive }) {
+                        let length = UInt64(part.count) * 4096
+                        segments.append(.init(address: address(pages.lowerBound + part.lowerBound), length: length, fileOffset: fileOffset,
+                                              keepsShared: shared))
+                        fileOffset += length
+                    }
+                }
             }
         }
         try PageCopier.dump(from: process.memory, segments, to: pages)
+        stats.pagesSkippedParent += deduplicated
+        if deduplicated > 0 {
+            log.debug("process \(process.pid): \(deduplicated) pages are its parent's (copy-on-write), not stored again")
+        }
         return entries
     }
+
+    /// The runs of equal values in `values`: index ranges and their value, in order.
+    private static func runs<T: Equatable>(_ values: [T]) -> [(Range<Int>, T)] {
+        var result: [(Range<Int>, T)] = []
+        var start = 0
+        for i in values.indices.dropFirst() where values[i] != values[start] {
+            result.append((start..<i, values[start]))
+            start = i
+        }
+        if !values.isEmpty { result.append((start..<values.count, values[start])) }
+        return result
+    }
+
+    /// For each page of `range` (whose pagemap words in the child are `mine`): whether the
+    /// child's page is the parent's physical page. The child's words are read again after the
+    /// parent's, so a page the kernel migrated in between (compaction moves pages even of
+    /// stopped processes) counts as not shared rather than matching a frame another page took
+    /// meanwhile. Pages whose frames are hidden (no CAP_SYS_ADMIN) never match: everything is
+    /// stored then.
+    private static func sameFrames(_ range: Range<UInt64>, _ mine: [PagemapWord], _ child: ProcPagemap,
+                                   _ parent: ProcPagemap) throws -> [Bool] {
+        let theirs = try parent.words(range)
+        let again = try child.words(range)
+        return mine.indices.map { i in
+            guard let frame = mine[i].frame else { return false }
+            return theirs[i].frame == frame && again[i].frame == frame
+        }
+    }
+}
+
+extension PagemapEntry {
+    /// Whether the entry's pages are in this process's pages file (not its parent's pages,
+    /// `MemoryResource.pageCOWParent`).
+    var isStored: Bool { flags & MemoryResource.pageCOWParent == 0 }
+    /// The bytes the entry takes in the pages file.
+    var storedBytes: UInt64 { isStored ? UInt64(nrPages) * 4096 : 0 }
 }
 
 /// Moves pages between a process and a pages image on all cores at once.
@@ -152,7 +247,7 @@ enum MemoryResource {
 /// Page movement dominates checkpoint time, and both directions are dominated by the kernel
 /// allocating pages (page cache on dump, anonymous memory on restore), which scales with
 /// cores. Work is cut into chunks that worker threads take in turn; each chunk is one
-/// process_vm_readv + pwrite (dump) or one process_vm_writev straight from the mapped image
+/// process_vm_readv (or, for pages shared with other processes, /proc/PID/mem) + pwrite (dump) or one process_vm_writev straight from the mapped image
 /// (restore: a single copy from page cache into the process). No ptrace is used here, so
 /// any thread may do it.
 enum PageCopier {
@@ -161,6 +256,9 @@ enum PageCopier {
         var address: UInt64
         var length: UInt64
         var fileOffset: UInt64
+        /// Dump: the pages are mapped by other processes too (copy-on-write); they are read
+        /// through `ProcMemFile`, which leaves them shared.
+        var keepsShared = false
     }
 
     static let chunkSize: UInt64 = 4 << 20
@@ -172,7 +270,7 @@ enum PageCopier {
             var done: UInt64 = 0
             while done < s.length {
                 let n = min(chunkSize, s.length - done)
-                result.append(Segment(address: s.address + done, length: n, fileOffset: s.fileOffset + done))
+                result.append(Segment(address: s.address + done, length: n, fileOffset: s.fileOffset + done, keepsShared: s.keepsShared))
                 done += n
             }
         }
@@ -198,9 +296,11 @@ enum PageCopier {
     }
 
     static func dump(from memory: RemoteMemory, _ segments: [Segment], to file: FileDescriptor) throws {
+        let memFile = segments.contains(where: \.keepsShared) ? try ProcMemFile(pid: memory.pid) : nil
+        defer { memFile?.close() }
         try parallel(chunks(segments)) { c, buffer in
             let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(c.length)])
-            try memory.read(c.address, into: slice)
+            if c.keepsShared, let memFile { try memFile.read(c.address, into: slice) } else { try memory.read(c.address, into: slice) }
             do { _ = try file.writeAll(toAbsoluteOffset: Int64(c.fileOffset), UnsafeRawBufferPointer(slice)) }
             catch { throw CryoError("cannot write the pages image at offset \(c.fileOffset)", errno: error as? Errno ?? .ioError) }
         }
@@ -257,6 +357,9 @@ public struct DumpStatistics: Sendable {
     public var memdumpTime: UInt32 = 0
     public var memwriteTime: UInt32 = 0
     public var pagesScanned: UInt64 = 0
+    /// Pages not written because they are the parent process's, shared copy-on-write (in
+    /// CRIU: pages found in a pre-dump's parent images; the same field and the same idea).
+    public var pagesSkippedParent: UInt64 = 0
     public var pagesWritten: UInt64 = 0
 
     var entry: StatsEntry {
@@ -266,7 +369,7 @@ public struct DumpStatistics: Sendable {
         d.memdumpTime = memdumpTime
         d.memwriteTime = memwriteTime
         d.pagesScanned = pagesScanned
-        d.pagesSkippedParent = 0
+        d.pagesSkippedParent = pagesSkippedParent
         d.pagesWritten = pagesWritten
         d.pagesLazy = 0
         var s = StatsEntry()
@@ -290,16 +393,10 @@ enum MemoryRestore {
     /// Copy-on-write sharing with the parent, for the restore statistics.
     struct Sharing {
         var pagesCompared: UInt64 = 0
+        /// Pages kept from the parent: equal to the parent's in the images, or marked as the
+        /// parent's own (`pageCOWParent`, compared by page frame at dump time; those count as
+        /// compared too).
         var pagesSkipped: UInt64 = 0
-    }
-
-    /// What identifies a mapping the same in parent and child.
-    private struct MappingKey: Hashable {
-        var start, end, pgoff, shmid: UInt64
-        var prot, flags, status: UInt32
-        init(_ v: VmaEntry) {
-            start = v.start; end = v.end; pgoff = v.pgoff; shmid = v.shmid; prot = v.prot; flags = v.flags; status = v.status
-        }
     }
 
     /// Rebuilds the address space of `process` from `image`. A process forked from its restored
@@ -316,11 +413,7 @@ enum MemoryRestore {
         let vmas = image.mm.vmas
         var kept: [VmaEntry] = []
         if let parent {
-            let theirs = Set(parent.mm.vmas.map(MappingKey.init))
-            kept = vmas.filter { v in
-                v.status & (MemoryResource.anonShared | MemoryResource.fileShared | MemoryResource.areaVsyscall | SysVSharedMemoryResource.areaSysVIPC) == 0
-                    && theirs.contains(MappingKey(v)) && !(v.start < helperEnd && helper < v.end)
-            }
+            kept = MemoryResource.inheritedMappings(vmas, parentVMAs: parent.mm.vmas).filter { !($0.start < helperEnd && helper < $0.end) }
         }
         let keptStarts = Set(kept.map(\.start))
         // 1. Everything but the helper and the kept mappings goes.
@@ -395,16 +488,20 @@ enum MemoryRestore {
         log.debug("\(vmas.count) mappings made")
         // 4. Pages, copied straight from the image's page cache into the process; in kept
         //    mappings only those that differ from the parent's, and the parent's pages this
-        //    process does not have are dropped (back to zero or to the file).
-        var parentOffsets: [UInt64: UInt64] = [:]
+        //    process does not have are dropped (back to zero or to the file). Pages marked as
+        //    the parent's own (copy-on-write at dump time) are already there: the parent's
+        //    memory was complete when this process was forked from it.
+        //    parentOffsets: the parent's pages in kept mappings, by address, with their offset
+        //    in its pages file (nil: the parent has it from its own parent, not comparable).
+        var parentOffsets: [UInt64: UInt64?] = [:]
         if let parent, !kept.isEmpty {
             var offset: UInt64 = 0
             for e in parent.pagemap {
                 // A pagemap entry never crosses a mapping.
                 if kept.contains(where: { $0.start <= e.vaddr && e.vaddr < $0.end }) {
-                    for i in 0..<UInt64(e.nrPages) { parentOffsets[e.vaddr + i * 4096] = offset + i * 4096 }
+                    for i in 0..<UInt64(e.nrPages) { parentOffsets[e.vaddr + i * 4096] = e.isStored ? offset + i * 4096 : nil }
                 }
-                offset += UInt64(e.nrPages) * 4096
+                offset += e.storedBytes
             }
         }
         let mine = try MappedFile(image.pagesPath)
@@ -415,10 +512,21 @@ enum MemoryRestore {
         var writtenInKept = Set<UInt64>()
         for e in image.pagemap {
             let keptVMA = kept.first { $0.start <= e.vaddr && e.vaddr < $0.end }
+            if !e.isStored {
+                // TreeImage checked these lie in inherited mappings the parent has pages in;
+                // only the helper's place, chosen now, can have taken one.
+                guard keptVMA != nil else {
+                    throw CryoError("cannot restore process \(image.pid): its pages at 0x\(String(e.vaddr, radix: 16)) are its parent's, but that mapping cannot be inherited from the parent")
+                }
+                for i in 0..<UInt64(e.nrPages) { parentOffsets.removeValue(forKey: e.vaddr + i * 4096) }
+                sharing.pagesCompared += UInt64(e.nrPages)
+                sharing.pagesSkipped += UInt64(e.nrPages)
+                continue
+            }
             for i in 0..<UInt64(e.nrPages) {
                 let address = e.vaddr + i * 4096
                 let fileOffset = offset + i * 4096
-                if let theirs, let other = parentOffsets.removeValue(forKey: address) {
+                if let theirs, let other = parentOffsets.removeValue(forKey: address), let other {
                     sharing.pagesCompared += 1
                     if mine.page(at: fileOffset) == theirs.page(at: other) { sharing.pagesSkipped += 1; continue }
                 }
