@@ -66,11 +66,13 @@ SUBJECT_ARGS = {
     "pty": [],
     "ttyjob": [],
     "ptytree": [],
+    "cowtree": [],
 }
 ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonroot", "mixed", "posixtimers", "inotify",
                       "pty"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
-TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm", "ptytree"]
+TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm", "ptytree",
+                 "cowtree"]
 # Subjects that run on a terminal (a shell job's): started on a pty by test_tty.py.
 TERMINAL_SUBJECTS = ["ttyjob"]
 

@@ -13,7 +13,9 @@ Then: real programs from Debian (dash, cat, sleep, seq) and a dump that must be 
 """
 
 import ctypes
+import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -26,7 +28,7 @@ import pytest
 from conftest import (CRIT, TREE_SUBJECTS, sysv_segments, assert_running_free, our_children, pid_exists,
                       poll, session_members)
 from test_errors import assert_clean_failure
-from test_images import crit_decode
+from test_images import crit_decode, crit_env
 
 SETTLE = 0.3  # seconds a tree runs after a restore before it is told to finish
 O_LARGEFILE = 0o100000
@@ -706,6 +708,168 @@ def test_sysvshm_id_taken_fails_cleanly(h):
         libc.shmctl(other, 0, None)
     pid = h.restore()
     assert sysv_segments().get(shmid) == key, "the segment was not made again with its id and key"
+    h.finish(pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Copy-on-write memory: stored once, shared after restore (Tests/Subjects/cowtree.c)
+
+
+COW_MIB = 48
+COW_PAGE_COW_PARENT = 0x8  # Cryo's pagemap flag: the parent's page (crit shows "0x8")
+COW_NEEDLE_PAGE, COW_B_NEEDLE_PAGE, COW_NEEDLE_WORD = 1000, 3, 16  # as in cowtree.c
+
+
+def memory_use(pids):
+    """Sum of Rss and of Pss (kB) over pids, from /proc/PID/smaps_rollup."""
+    rss = pss = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "Rss":
+                    rss += int(value.split()[0])
+                elif key == "Pss":
+                    pss += int(value.split()[0])
+    return rss, pss
+
+
+def cow_tree(root):
+    """comm -> pid of the cowtree processes, and the address of the shared region."""
+    by_comm = {comm_of(pid): pid for pid in tree_pids(root)}
+    assert set(by_comm) == {"cowtree-R", "cowtree-A", "cowtree-A1", "cowtree-B"}, by_comm
+    region = [s for s, e, *_ in maps_lines(root) if e - s == COW_MIB << 20]
+    assert len(region) == 1, f"no single {COW_MIB} MiB mapping in cowtree-R"
+    return by_comm, region[0]
+
+
+def pages_file(images, pid):
+    """The pages image of process pid, and its pagemap entries (crit's JSON)."""
+    entries = crit_decode(images / f"pagemap-{pid}.img")["entries"]
+    return images / f"pages-{entries[0]['pages_id']}.img", entries[1:]
+
+
+def flagged_pages(entries):
+    """Pages of pagemap entries marked as the parent's (crit decode without --pretty gives the
+    flags as a number; --pretty names this bit "0x8")."""
+    return sum(e["nr_pages"] for e in entries if int(e.get("flags", 0)) & COW_PAGE_COW_PARENT)
+
+
+def test_cow_pages_stored_once_and_shared_after_restore(h, tmp_path):
+    """A 48 MiB parent and its three descendants (cowtree): pages a child still shares with
+    its parent are stored once, in the parent's images (pagemap flag 0x8 in the children's);
+    only what each changed is in its own. The dump leaves the live tree's memory shared (a
+    --leave-running dump must not unshare it), --no-cow-dedup stores every process in full,
+    crit and `cryo decode` read the flagged pagemaps alike, memparse and coredump follow the
+    flag to the parent's pages, and after dump -> kill -> restore the tree's PSS is what it was
+    (each process checks its memory from inside: the parent's data and its own changes)."""
+    s = start_tree(h, "cowtree")
+    before = TreeState(s.pid)
+    procs, region = cow_tree(s.pid)
+    children = [procs[c] for c in ("cowtree-A", "cowtree-A1", "cowtree-B")]
+    size = COW_MIB << 20
+    rss0, pss0 = memory_use(procs.values())
+    assert pss0 < rss0 / 2, f"the subject's memory is not shared to begin with: Rss {rss0} kB, Pss {pss0} kB"
+
+    # In full, and the running tree keeps sharing its memory.
+    full = tmp_path / "full"
+    full.mkdir()
+    started = time.monotonic()
+    dump_tree(h, s.pid, "--leave-running", "--no-cow-dedup", images=full)
+    full_time = time.monotonic() - started
+    rss1, pss1 = memory_use(procs.values())
+    assert pss1 < pss0 * 1.1 + 4096, (
+        f"a --leave-running dump unshared the tree's memory: Pss {pss0} kB before, {pss1} kB after")
+    for comm, pid in procs.items():
+        pages, entries = pages_file(full, pid)
+        assert pages.stat().st_size >= size, f"--no-cow-dedup: {comm}'s pages hold {pages.stat().st_size} bytes"
+        assert flagged_pages(entries) == 0, f"--no-cow-dedup: {comm}'s pagemap has entries marked 0x8"
+
+    # Deduplicated (and the tree killed).
+    started = time.monotonic()
+    dump_tree(h, s.pid)
+    dedup_time = time.monotonic() - started
+    parent_pages, _ = pages_file(h.images, procs["cowtree-R"])
+    assert parent_pages.stat().st_size >= size, "the parent's pages image does not hold the region"
+    for comm in ("cowtree-A", "cowtree-A1", "cowtree-B"):
+        pages, entries = pages_file(h.images, procs[comm])
+        assert pages.stat().st_size < 1 << 20, f"{comm}'s pages image holds {pages.stat().st_size} bytes"
+        assert flagged_pages(entries) >= size // 4096 - 16, (
+            f"{comm}: only {flagged_pages(entries)} pages marked as its parent's")
+        pagemap = h.images / f"pagemap-{procs[comm]}.img"
+        ours = h.cryo("decode", "-i", pagemap, "--pretty").stdout
+        theirs = subprocess.run([CRIT, "decode", "-i", str(pagemap), "--pretty"], capture_output=True, text=True,
+                                env=crit_env(), check=True).stdout
+        assert ours == theirs, f"cryo decode and crit decode differ on {pagemap.name}"
+    stats = crit_decode(h.images / "stats-dump.img")["entries"][0]["dump"]
+    assert stats["pages_skipped_parent"] >= 3 * (size // 4096 - 16), stats
+    total = lambda d: sum(f.stat().st_size for f in d.glob("pages-*.img"))
+    print(f"\ncowtree images: {total(full) >> 20} MiB in full ({full_time:.2f} s), "
+          f"{total(h.images) >> 20} MiB deduplicated ({dedup_time:.2f} s)")
+
+    # Inspect follows the flag: R's text is in A1 (through A, then R) and in B (its page 3 is its own).
+    needle = region + COW_NEEDLE_PAGE * 4096 + COW_NEEDLE_WORD * 8
+    b_needle = region + COW_B_NEEDLE_PAGE * 4096 + COW_NEEDLE_WORD * 8
+    for comm, text, address in (("cowtree-A1", "cryo-cow-needle-from-R", needle),
+                                ("cowtree-B", "cryo-cow-needle-from-R", needle),
+                                ("cowtree-B", "cryo-cow-needle-from-B", b_needle)):
+        out = h.cryo("memparse", h.images, "--pid", procs[comm], "--search", text).stdout
+        assert f"0x{address:x}" in out, f"memparse --pid {procs[comm]} ({comm}) does not find {text} at 0x{address:x}:\n{out}"
+    cores = tmp_path / "cores"
+    h.cryo("coredump", "-D", h.images, "--pid", procs["cowtree-B"], "-o", cores)
+    gdb = subprocess.run(["/usr/bin/gdb", "-batch", "-nx", "-ex", f"x/s 0x{needle:x}", "-ex", f"x/s 0x{b_needle:x}",
+                          "-ex", f"x/gx 0x{region + 4000 * 4096:x}", str(h.bins["cowtree"]),
+                          str(cores / f"core.{procs['cowtree-B']}")], capture_output=True, text=True, timeout=120)
+    assert re.search(rf"0x{needle:x}:\s+\"cryo-cow-needle-from-R", gdb.stdout), gdb.stdout + gdb.stderr
+    assert re.search(rf"0x{b_needle:x}:\s+\"cryo-cow-needle-from-B", gdb.stdout), gdb.stdout + gdb.stderr
+    assert not re.search(rf"0x{region + 4000 * 4096:x}:\s+0x0+$", gdb.stdout, re.M), (
+        f"the core of cowtree-B reads zeros where the parent's pages are:\n{gdb.stdout}")
+
+    pid = restore_and_compare(h, s, before)
+    rss2, pss2 = memory_use(procs.values())
+    assert pss2 < pss0 * 1.25 + 4096, (
+        f"memory is not shared after restore: Pss {pss0} kB before the dump, {pss2} kB after "
+        f"(Rss {rss0} / {rss2} kB)")
+    assert rss2 > 4 * size // 1024 * 0.95, f"the restored tree maps less memory: Rss {rss2} kB, was {rss0} kB"
+    h.finish(pid)
+
+
+@pytest.mark.parametrize("victim,page", [("cowtree-A1", 5000), ("cowtree-B", 2)])
+def test_cowtree_notices_changed_memory(hs, victim, page):
+    """Not vacuous (no cryo): a page of a child changed from outside (/proc/PID/mem) — one it
+    shares with its parent, one of its own — is a FAIL naming the process and the page."""
+    s = hs.start_subject("cowtree")
+    procs, region = cow_tree(s.pid)
+    fd = os.open(f"/proc/{procs[victim]}/mem", os.O_RDWR)
+    try:
+        os.pwrite(fd, b"\xff" * 8, region + page * 4096 + 64)
+    finally:
+        os.close(fd)
+    text = hs.finish(s.pid, expect="FAIL")
+    assert victim in text and f"page {page} " in text, text
+
+
+def test_cow_page_outside_an_inherited_mapping_fails_cleanly(h):
+    """A hand-edited image: a child's mapping no longer the same as its parent's (another
+    protection) while its pagemap still marks the pages there as the parent's. The restore
+    refuses before it creates anything, naming the process and the address."""
+    s = start_tree(h, "cowtree")
+    procs, region = cow_tree(s.pid)
+    dump_tree(h, s.pid)
+    child = procs["cowtree-A"]
+    mm_path = h.images / f"mm-{child}.img"
+    original = mm_path.read_bytes()
+    mm = crit_decode(mm_path)
+    vma = next(v for v in mm["entries"][0]["vmas"] if int(str(v["start"]), 0) == region)
+    vma["prot"] = 1  # PROT_READ
+    r = subprocess.run([CRIT, "encode", "-o", str(mm_path)], input=json.dumps(mm), text=True,
+                       capture_output=True, env=crit_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    cp = h.restore(check=False)
+    assert_clean_failure(cp, f"process {child}", f"0x{region:x}", "parent")
+    assert not pid_exists(s.pid), "a process of the failed restore is left"
+    mm_path.write_bytes(original)
+    pid = h.restore()
     h.finish(pid)
 
 
