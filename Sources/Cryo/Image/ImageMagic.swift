@@ -48,6 +48,12 @@
 /// Field names are the Swift property names of the generated messages.
 /// - `PAGEMAP` (`pagemap-<pid>.img`, also `pagemap-shmem-<shmid>.img`): the first entry is a
 ///   `PagemapHead` (`pagesID` names `pages-<pagesID>.img`), every later entry a `PagemapEntry`.
+///   The pages file holds the pages of the entries flagged PE_PRESENT, in entry order. Cryo's
+///   extension: flag `0x8` alone (`MemoryResource.pageCOWParent`, crit prints `"0x8"`) marks
+///   pages that are the parent process's (pstree `ppid`) at the same addresses, shared
+///   copy-on-write at dump time; they take no room in this pages file (the parent's images
+///   hold them, perhaps flagged again for its own parent). `cryo dump --no-cow-dedup` writes
+///   none; CRIU cannot restore images that have them.
 /// - `GHOST_FILE` (`ghost-file-<id in hex>.img`): one `GhostFileEntry`. If its `chunks` is true,
 ///   it is followed until EOF by (SIZE + `GhostChunkEntry` + exactly `len` raw bytes of file data
 ///   for offset `off`) groups; otherwise everything after the entry, to EOF, is the raw file
