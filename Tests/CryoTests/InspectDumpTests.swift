@@ -169,4 +169,75 @@ final class InspectDumpTests: XCTestCase {
         }
         XCTAssertThrowsError(try CoreDump.write(dump, pid: 102, to: path)) { XCTAssertTrue($0 is ImageFormatError) }
     }
+
+    /// Adds to the fixture child 103 of 100 and grandchild 104 of 103 (parents as given) whose
+    /// pagemaps mark pages as their parent's (Cryo's flag 0x8): 103 has 100's heap and its own
+    /// stack page ("CHILDSTACK"); 104 its own first heap page ("GRANDCHILD"), the rest of the
+    /// heap from 103 (so from 100), and 103's stack page. Returns the dump read again.
+    func addCOWDescendants(parentOf103: UInt32 = 100, parentOf104: UInt32 = 103) throws -> DumpImages {
+        let dir = fixture.directory
+        func copy(_ from: String, _ to: String) throws {
+            try InspectFixture.write("\(dir)/\(to)", Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(from)"))))
+        }
+        var pstree = try ImageReader.entries("\(dir)/pstree.img", magic: .pstree, as: PstreeEntry.self)
+        for (pid, ppid) in [(UInt32(103), parentOf103), (104, parentOf104)] {
+            var e = pstree[0]
+            e.pid = pid; e.ppid = ppid; e.threads = [pid]
+            pstree.append(e)
+            for name in ["core", "mm", "ids", "fs"] { try copy("\(name)-100.img", "\(name)-\(pid).img") }
+        }
+        try InspectFixture.write("\(dir)/pstree.img", InspectFixture.image(.pstree, pstree))
+        func run(_ vaddr: UInt64, _ pages: UInt32, _ flags: UInt32) -> PagemapEntry {
+            var e = PagemapEntry()
+            e.vaddr = vaddr; e.nrPages = pages; e.flags = flags
+            return e
+        }
+        func page(_ text: String) -> [UInt8] { Array(text.utf8) + [UInt8](repeating: 0, count: 4096 - text.utf8.count) }
+        let heap = InspectFixture.heap, stackPage = InspectFixture.stack + 0x3000
+        var head = PagemapHead()
+        head.pagesID = 2
+        try InspectFixture.write("\(dir)/pagemap-103.img", InspectFixture.image(.pagemap, [
+            head, run(heap, 1100, 8), run(heap + 0x48_0000, 2, 8), run(stackPage, 1, 4)]))
+        try InspectFixture.write("\(dir)/pages-2.img", page("CHILDSTACK"))
+        head.pagesID = 3
+        try InspectFixture.write("\(dir)/pagemap-104.img", InspectFixture.image(.pagemap, [
+            head, run(heap, 1, 4), run(heap + 0x1000, 1099, 8), run(stackPage, 1, 8)]))
+        try InspectFixture.write("\(dir)/pages-3.img", page("GRANDCHILD"))
+        return try DumpImages(directory: dir)
+    }
+
+    func testMemoryFollowsPagesOfTheParentProcess() throws {
+        let dump = try addCOWDescendants()
+        let child = try ProcessMemory(dump, try dump.process(103))
+        let grandchild = try ProcessMemory(dump, try dump.process(104))
+        XCTAssertEqual(grandchild.parent?.pid, 103)
+        XCTAssertEqual(grandchild.parent?.parent?.pid, 100)
+        XCTAssertEqual(try grandchild.read(InspectFixture.needleAddress, count: 13), Array(InspectFixture.needle.utf8))
+        XCTAssertEqual(try grandchild.read(InspectFixture.heap, count: 10), Array("GRANDCHILD".utf8))
+        XCTAssertEqual(try grandchild.read(InspectFixture.stack + 0x3000, count: 10), Array("CHILDSTACK".utf8))
+        XCTAssertEqual(try child.read(InspectFixture.heap + 0x48_0000, count: 9), Array("LAZYPAGES".utf8))
+        XCTAssertEqual(try child.read(InspectFixture.heap, count: 1), [1]) // 100's first heap page
+        XCTAssertEqual(grandchild.source(of: InspectFixture.needleAddress), .dumped)
+        XCTAssertEqual(grandchild.source(of: InspectFixture.heap + 0x4f_0000), .zero)
+        XCTAssertFalse(grandchild.hasMissingPages)
+        XCTAssertEqual(grandchild.dumpedBytes, 1101 * 4096)
+        XCTAssertEqual(child.dumpedBytes, 1103 * 4096)
+        var found: [UInt64] = []
+        try MemorySearch(.literal(Array(InspectFixture.needle.utf8))).search(grandchild) { found.append($0.address) }
+        XCTAssertEqual(found, [InspectFixture.needleAddress])
+        XCTAssertEqual(try MemorySearch(.literal(Array("CHILDSTACK".utf8))).search(grandchild) { _ in }, 1)
+        XCTAssertEqual(try MemorySearch(.literal(Array("GRANDCHILD".utf8))).search(child) { _ in }, 0)
+    }
+
+    func testPagesOfTheParentProcessInABrokenTree() throws {
+        // 103 and 104 each other's parent: opening the memory ends, and the pages are unavailable.
+        let dump = try addCOWDescendants(parentOf103: 104, parentOf104: 103)
+        let memory = try ProcessMemory(dump, try dump.process(104))
+        XCTAssertEqual(memory.parent?.pid, 103)
+        XCTAssertNil(memory.parent?.parent)
+        XCTAssertTrue(memory.hasMissingPages)
+        XCTAssertEqual(memory.source(of: InspectFixture.stack + 0x3000), .dumped)
+        XCTAssertEqual(memory.parent?.source(of: InspectFixture.heap), .unavailable)
+        XCTAssertEqual(try memory.read(InspectFixture.heap + 0x1000, count: 4), [0, 0, 0, 0])
+    }
 }
