@@ -196,12 +196,10 @@ public final class ProcessMemory {
         }
         sharedObjects = shared
         let ppid = process.entry.ppid
-        if runs.contains(where: \.fromParentProcess), ppid != 0, !descendants.contains(ppid), dump.pids.contains(ppid),
-           case let p = try dump.process(ppid), !p.isZombie {
-            parent = try ProcessMemory(dump, p, descendants: descendants.union([pid]))
-        } else {
-            parent = nil
-        }
+        let needsParent = runs.contains(where: \.fromParentProcess) && !descendants.contains(ppid) && dump.pids.contains(ppid)
+        let parentImages = needsParent ? try dump.process(ppid) : nil
+        let asking = descendants.union([process.pid])
+        parent = try parentImages.flatMap { $0.isZombie ? nil : try ProcessMemory(dump, $0, descendants: asking) }
         runStarts = runs.map(\.start)
         vmaStarts = vmas.map(\.start)
     }
@@ -210,9 +208,10 @@ public final class ProcessMemory {
     ///
     /// CRIU: PE_PARENT 1 (pages in the parent image), PE_LAZY 2 (may be restored lazily),
     /// PE_PRESENT 4 (in this pages file); without flags, in_parent means PE_PARENT and
-    /// otherwise PE_PRESENT. Cryo's 8 (`pageCOWParent`): the parent process's pages. Some Cryo dumps mark their pages PE_LAZY alone although they are
-    /// in the file: when the file holds more than the PE_PRESENT entries account for, the lazy
-    /// ones are in it too (a lazy CRIU dump leaves it empty). A pages file shorter than that is
+    /// otherwise PE_PRESENT. Cryo's 8 (`MemoryResource.pageCOWParent`): the parent process's
+    /// pages. Some Cryo dumps mark their pages PE_LAZY alone although they are in the file:
+    /// when the file holds more than the PE_PRESENT entries account for, the lazy ones are in
+    /// it too (a lazy CRIU dump leaves it empty). A pages file shorter than that is
     /// then reported when read, not taken as "no pages".
     private static func runs(_ entries: [PagemapEntry], _ file: PagesFile, _ pagemapPath: String) throws -> [Run] {
         let flags = entries.map { e -> UInt32 in e.hasFlags ? e.flags : (e.inParent ? 1 : 4) }

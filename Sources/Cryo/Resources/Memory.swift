@@ -173,7 +173,11 @@ enum MemoryResource {
         var deduplicated: UInt64 = 0
         for vma in vmas where dumpsPages(vma) {
             stats.pagesScanned += (vma.end - vma.start) / 4096
-            for range in try touchedRanges(pagemap: pagemap.descriptor, start: vma.start, end: vma.end) {
+            // At most 256 MiB at a time, to bound the pagemap words held (8 bytes a page).
+            let ranges = try touchedRanges(pagemap: pagemap.descriptor, start: vma.start, end: vma.end).flatMap { r in
+                stride(from: r.lowerBound, to: r.upperBound, by: 256 << 20).map { $0..<min($0 + (256 << 20), r.upperBound) }
+            }
+            for range in ranges {
                 let words = try pagemap.words(range)
                 func address(_ page: Int) -> UInt64 { range.lowerBound + UInt64(page) * 4096 }
                 var fromParent = [Bool](repeating: false, count: words.count)
