@@ -158,6 +158,8 @@ def fd_layout(pids):
                     flags = next(int(l.split()[1], 8) for l in f if l.startswith("flags:"))
             except FileNotFoundError:
                 continue
+            if target.startswith(f"/proc/{pid}/"):
+                continue  # a subject reading its own /proc (count_threads) for a moment
             kind = target
             if target.startswith(("pipe:[", "socket:[")):
                 kind = target.split(":")[0]
