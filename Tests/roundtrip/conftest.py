@@ -72,7 +72,7 @@ ROUNDTRIP_SUBJECTS = ["counter", "memory", "threads", "signals", "files", "nonro
                       "pty"]
 # Subjects that are process trees (Tests/Subjects/family.h); round-tripped by test_tree.py.
 TREE_SUBJECTS = ["tree", "pipes", "fdshare", "eventfds", "shmem", "fifos", "memfds", "usockets", "sysvshm", "ptytree",
-                 "cowtree"]
+                 "cowtree", "inet"]
 # Subjects that run on a terminal (a shell job's): started on a pty by test_tty.py.
 TERMINAL_SUBJECTS = ["ttyjob"]
 

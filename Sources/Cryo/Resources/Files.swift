@@ -228,13 +228,14 @@ struct FileTable {
             if target.hasPrefix("socket:") {
                 if unixSockets == nil { unixSockets = try UnixSocketResource.table() }
                 unix = unixSockets?[UInt32(truncatingIfNeeded: st.st_ino)]
-                if unix == nil { throw CryoError("fd \(fd) of process \(pid) is a socket (\(target)) that is not a unix socket; Cryo cannot dump network sockets yet") }
             }
+            // Any other socket: InetSocketResource dumps TCP and UDP ones and names the rest.
+            let isInet = target.hasPrefix("socket:") && unix == nil
             let isTerminal = st.st_mode & S_IFMT == S_IFCHR && TerminalResource.peer(rdev: UInt64(st.st_rdev)) != nil
-            if !isPipe && !isFifo && anonKind == nil && unix == nil && !isTerminal { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
+            if !isPipe && !isFifo && anonKind == nil && unix == nil && !isInet && !isTerminal { try Self.checkSupported(fd: fd, target: target, st: st, pid: pid) }
             var entry = FdinfoEntry()
             entry.fd = UInt32(fd)
-            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : isTerminal ? .tty : anonKind ?? .reg
+            entry.type = isPipe ? .pipe : isFifo ? .fifo : isMemfd ? .memfd : unix != nil ? .unixsk : isInet ? .inetsk : isTerminal ? .tty : anonKind ?? .reg
             entry.flags = openFlags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             // fds sharing one open file description (dup, fork) share an id, so they share the
             // offset, within a process and across the tree.
@@ -245,6 +246,10 @@ struct FileTable {
                 let id = takeID()
                 files.append(try UnixSocketResource.entry(id: id, flags: openFlags & ~UInt32(O_CLOEXEC), socket: unix, pid: pid, fd: fd))
                 if unix.receive_queue > 0 { socketReaders.append((id, unix.type, pid, fd)) }
+                entry.id = id
+            } else if isInet {
+                let id = takeID()
+                files.append(try InetSocketResource.entry(id: id, flags: openFlags & ~UInt32(O_CLOEXEC), inode: UInt32(truncatingIfNeeded: st.st_ino), pid: pid, fd: fd, log: log))
                 entry.id = id
             } else if let anonKind {
                 let id = takeID()
@@ -330,7 +335,7 @@ extension FileEntry {
     func verifyForRestore() throws {
         if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .memfd && hasMemfd) || (type == .tty && hasTty)
             || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
-            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
+            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) || (type == .inetsk && hasIsk) { return }
         if type == .inotify && hasIfy { return try InotifyResource.verifyForRestore(self) }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()
@@ -462,7 +467,8 @@ final class FileObjects {
         if file.type == .memfd { return try memfds.descriptor(for: file) }
         if file.type == .tty { return try terminals.descriptor(for: file) }
         if let fd = created[file.id] { return fd }
-        let fd = file.type == .inotify ? try InotifyResource.create(file) : try EventFileResource.create(file)
+        let fd = file.type == .inotify ? try InotifyResource.create(file)
+            : file.type == .inetsk ? try InetSocketResource.create(file) : try EventFileResource.create(file)
         created[file.id] = fd
         return fd
     }

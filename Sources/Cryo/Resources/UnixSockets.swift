@@ -60,17 +60,7 @@ enum UnixSocketResource {
         }
         let local = try takeDescriptor(pid: pid, fd: fd)
         defer { close(local) }
-        func option(_ name: Int32) -> UInt32 {
-            var v: Int32 = 0
-            var len = socklen_t(4)
-            _ = getsockopt(local, SOL_SOCKET, name, &v, &len)
-            return UInt32(bitPattern: v)
-        }
-        var opts = SkOptsEntry()
-        opts.soSndbuf = option(SO_SNDBUF)
-        opts.soRcvbuf = option(SO_RCVBUF)
-        opts.soSndTmoSec = 0; opts.soSndTmoUsec = 0; opts.soRcvTmoSec = 0; opts.soRcvTmoUsec = 0
-        opts.soPasscred = option(SO_PASSCRED) != 0
+        let opts = SocketOptions.read(local, tcp: false)
         var u = UnixSkEntry()
         u.id = id
         u.ino = s.inode
@@ -368,12 +358,7 @@ final class UnixSocketTable {
     }
 
     private func configure(_ fd: Int32, _ u: UnixSkEntry) throws {
-        if u.opts.soPasscred {
-            var one: Int32 = 1
-            guard setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, 4) == 0 else {
-                throw CryoError("SO_PASSCRED on socket:[\(u.ino)]", errno: Errno(rawValue: errnoValue))
-            }
-        }
+        try SocketOptions.apply(u.opts, to: fd, tcp: false, what: describe(u))
     }
 
     private func refill(_ receiver: Int32, from sender: Int32, queue: [[UInt8]]) throws {
