@@ -11,7 +11,8 @@ enum names) *and* by CRIU's custom field options `(criu).hex/ipadd/flags/dev/
 odev/dict/conv`, which Scripts/gen-protos.py strips from the generated Swift
 code. Swift cannot recover either at run time, so this script reads pycriu's
 compiled descriptors (the source of truth crit itself uses), adds the fields in
-gen-protos.py's NEWER_CRIU_FIELDS (marked `new`), and writes them as a compact
+gen-protos.py's NEWER_CRIU_FIELDS (marked `new`) and the messages of its
+NEWER_CRIU_MESSAGES, and writes them as a compact
 text table inside a Swift string literal (a large array literal would make the
 Swift type checker slow; the text is parsed once, on first use).
 
@@ -86,6 +87,9 @@ new_fields = {}
 for entries in gen_protos.NEWER_CRIU_FIELDS.values():
     for msg_path, label, type_, field_name, number, _note in entries:
         new_fields.setdefault(msg_path, []).append((number, field_name, label, type_))
+# Messages crit does not know, as field lists (only the fields that use them are marked new).
+new_messages = {msg: fields for entries in gen_protos.NEWER_CRIU_MESSAGES.values()
+                for msg, fields, _note in entries}
 
 
 def options(f):
@@ -111,9 +115,13 @@ def options(f):
 
 
 lines = []
-for full in sorted(messages):
-    m = messages[full]
+for full in sorted(set(messages) | set(new_messages)):
     lines.append("M " + full)
+    if full in new_messages:
+        for label, type_, name, number in sorted(new_messages[full], key=lambda x: x[3]):
+            lines.append(" ".join(["F", str(number), name, label, type_]))
+        continue
+    m = messages[full]
     fields = [(f.number, f) for f in m.fields]
     for number, f in sorted(fields, key=lambda x: x[0]):
         parts = ["F", str(number), f.name, LABELS[f.label], TYPES[f.type]]
@@ -123,7 +131,8 @@ for full in sorted(messages):
             parts.append(f.enum_type.full_name)
         lines.append(" ".join(parts + options(f)))
     for number, name, label, type_ in sorted(new_fields.get(full, [])):
-        lines.append(" ".join(["F", str(number), name, label, type_, "new"]))
+        kind = ["message", type_] if type_ in new_messages else [type_]
+        lines.append(" ".join(["F", str(number), name, label] + kind + ["new"]))
 for full in sorted(enums):
     lines.append("E " + full)
     for v in sorted(enums[full].values, key=lambda v: v.number):

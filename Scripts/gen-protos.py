@@ -32,7 +32,8 @@ What it does:
      format: message names, field numbers, labels, types, defaults and enums
      are untouched.
   3. Adds the fields listed in NEWER_CRIU_FIELDS (fields newer CRIU writes
-     that 3.17's descriptors lack; see that table) to the stripped descriptors.
+     that 3.17's descriptors lack; see that table), and the messages of
+     NEWER_CRIU_MESSAGES they may have as type, to the stripped descriptors.
   4. Writes readable proto2 source for each file into
      Sources/Cryo/Image/Proto/schemas/<name>.proto; the added fields carry a
      trailing `// not in CRIU 3.17: ...` comment.
@@ -108,6 +109,23 @@ NEWER_CRIU_FIELDS = {
          "prctl(PR_SET_NO_NEW_PRIVS) state; checkpoint-restore/criu#2228"),
         ("creds_entry", "repeated", "uint32", "cap_amb", 19,
          "ambient capability set (CapAmb); checkpoint-restore/criu#2554"),
+    ],
+    "sk-inet.proto": [
+        ("inet_sk_entry", "optional", "tcp_opts_entry", "tcp_opts", 20,
+         "TCP-level options of a TCP socket (tcp_opts_entry); upstream images/sk-inet.proto"),
+    ],
+}
+
+# Messages from newer CRIU that 3.17's schemas lack, for NEWER_CRIU_FIELDS of message type.
+# Same rules: copied from upstream CRIU exactly, never invented.
+#
+#   file -> [(message, [(label, scalar type, field name, field number)], upstream)]
+NEWER_CRIU_MESSAGES = {
+    "tcp-stream.proto": [
+        ("tcp_opts_entry", [("optional", "bool", "cork", 1), ("optional", "bool", "nodelay", 2),
+                            ("optional", "uint32", "keepcnt", 3), ("optional", "uint32", "keepidle", 4),
+                            ("optional", "uint32", "keepintvl", 5)],
+         "TCP_CORK, TCP_NODELAY, TCP_KEEP*; upstream images/tcp-stream.proto"),
     ],
 }
 
@@ -222,13 +240,27 @@ def add_newer_criu_fields(files):
     labels = {v: k for k, v in LABEL_NAMES.items()}
     types = {v: k for k, v in SCALAR_TYPE_NAMES.items()}
     added = {}
+    defined_in = {}  # new message name -> the file it is added to
+    for name, messages in sorted(NEWER_CRIU_MESSAGES.items()):
+        if name not in files:
+            die("NEWER_CRIU_MESSAGES: pycriu has no %s" % name)
+        for msg_name, fields, note in messages:
+            if any(m.name == msg_name for f in files.values() for m in f.message_type):
+                die("NEWER_CRIU_MESSAGES: pycriu already has a message %s" % msg_name)
+            msg = files[name].message_type.add(name=msg_name)
+            for label, type_, field_name, number in fields:
+                if label not in labels or label == "required" or type_ not in types:
+                    die("NEWER_CRIU_MESSAGES: %s.%s must be an optional/repeated scalar" % (msg_name, field_name))
+                msg.field.add().CopyFrom(FDP(name=field_name, number=number, label=labels[label], type=types[type_]))
+            defined_in[msg_name] = name
+            added.setdefault(name, {})["." + msg_name] = note
     for name, entries in sorted(NEWER_CRIU_FIELDS.items()):
         if name not in files:
             die("NEWER_CRIU_FIELDS: pycriu has no %s" % name)
         for msg_path, label, type_, field_name, number, note in entries:
             where = "NEWER_CRIU_FIELDS: %s %s.%s" % (name, msg_path, field_name)
-            if label not in labels or type_ not in types:
-                die("%s: only scalar optional/repeated fields are supported" % where)
+            if label not in labels or (type_ not in types and type_ not in defined_in):
+                die("%s: only scalar fields and NEWER_CRIU_MESSAGES are supported" % where)
             if label == "required":
                 die("%s: a required field would break reading 3.17 images" % where)
             scope, msg = files[name].message_type, None
@@ -237,7 +269,13 @@ def add_newer_criu_fields(files):
                 if msg is None:
                     die("%s: no message %s" % (where, msg_path))
                 scope = msg.nested_type
-            new = FDP(name=field_name, number=number, label=labels[label], type=types[type_])
+            if type_ in defined_in:
+                new = FDP(name=field_name, number=number, label=labels[label], type=FDP.TYPE_MESSAGE,
+                          type_name="." + type_)
+                if defined_in[type_] != name and defined_in[type_] not in files[name].dependency:
+                    files[name].dependency.append(defined_in[type_])
+            else:
+                new = FDP(name=field_name, number=number, label=labels[label], type=types[type_])
             same_name = [f for f in msg.field if f.name == field_name]
             same_number = [f for f in msg.field if f.number == number]
             if same_name or same_number:
@@ -440,6 +478,9 @@ def render_message(msg, indent, lines, scope=".", added=None):
         die("message %s: nested extensions are not handled" % msg.name)
     if msg.HasField("options"):
         die("message %s: message options are not handled" % msg.name)
+    note = (added or {}).get(scope + msg.name)
+    if note is not None:
+        lines.append("%s// not in CRIU 3.17: %s" % (indent, note))
     lines.append("%smessage %s {" % (indent, msg.name))
     inner = indent + "\t"
     for enum in msg.enum_type:
@@ -483,8 +524,8 @@ def render_file(fdp, added=None):
     ]
     if added:
         lines += [
-            "// Fields marked `not in CRIU 3.17` come from newer upstream CRIU (see",
-            "// NEWER_CRIU_FIELDS in Scripts/gen-protos.py).",
+            "// Fields and messages marked `not in CRIU 3.17` come from newer upstream CRIU",
+            "// (see NEWER_CRIU_FIELDS and NEWER_CRIU_MESSAGES in Scripts/gen-protos.py).",
         ]
     lines += [
         "// Swift types are generated from this schema with UpperCamelCase type names",

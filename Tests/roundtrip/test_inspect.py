@@ -30,7 +30,7 @@ GDB = "/usr/bin/gdb"
 
 # Fields Cryo writes that crit 3.17 does not know (it drops them): they are the only
 # difference allowed between `cryo decode` and `crit decode`.
-NEWER_THAN_CRIT = {"no_new_privs", "cap_amb"}
+NEWER_THAN_CRIT = {"no_new_privs", "cap_amb", "tcp_opts"}
 # Every image kind a Cryo dump writes (besides the raw pages-*.img): the first subject's dump
 # has the basic ones, the second's (pipes, sockets, a deleted file, a lock, shared memory) the rest.
 KINDS = {"INVENTORY", "PSTREE", "CORE", "MM", "PAGEMAP", "IDS", "FS", "FILES", "FDINFO", "STATS",

@@ -292,6 +292,7 @@ F 16 ip_opts optional message ip_opts_entry
 F 17 ifname optional string
 F 18 ns_id optional uint32
 F 19 shutdown optional enum sk_shutdown
+F 20 tcp_opts optional message tcp_opts_entry new
 M inotify_file_entry
 F 1 id required uint32
 F 2 flags required uint32 hex
@@ -694,6 +695,12 @@ F 1 real required message itimer_entry
 F 2 virt required message itimer_entry
 F 3 prof required message itimer_entry
 F 4 posix repeated message posix_timer_entry
+M tcp_opts_entry
+F 1 cork optional bool
+F 2 nodelay optional bool
+F 3 keepcnt optional uint32
+F 4 keepidle optional uint32
+F 5 keepintvl optional uint32
 M tcp_stream_entry
 F 1 inq_len required uint32
 F 2 inq_seq required uint32

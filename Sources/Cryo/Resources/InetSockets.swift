@@ -61,6 +61,7 @@ enum InetSocketResource {
         e.opts = SocketOptions.read(local, tcp: tcp)
         e.backlog = 0
         if tcp {
+            e.tcpOpts = SocketOptions.readTCP(local)
             let info = TCPInfo(local)
             e.state = info.state
             if info.state == State.listen {
@@ -122,6 +123,7 @@ enum InetSocketResource {
                 }
             }
             try SocketOptions.apply(e.opts, to: fd, tcp: tcp, what: what)
+            if e.hasTcpOpts { try SocketOptions.applyTCP(e.tcpOpts, to: fd, what: what) }
             let source = InetAddress(family: Int32(e.family), words: e.srcAddr, port: UInt16(truncatingIfNeeded: e.srcPort))
             if !source.isUnspecified {
                 // The dead original may have left TIME_WAIT connections on its port: bind past

@@ -61,6 +61,34 @@ enum SocketOptions {
         return o
     }
 
+    /// The TCP-level options of TCP socket `fd` that newer CRIU keeps in `tcp_opts` (the
+    /// keepalive timings are also in `sk_opts_entry`, where CRIU 3.17 reads them).
+    static func readTCP(_ fd: Int32) -> TcpOptsEntry {
+        func int(_ name: Int32) -> Int32? {
+            var v: Int32 = 0
+            var len = socklen_t(4)
+            return getsockopt(fd, Int32(IPPROTO_TCP), name, &v, &len) == 0 ? v : nil
+        }
+        var t = TcpOptsEntry()
+        t.cork = (int(TCP_CORK) ?? 0) != 0
+        t.nodelay = (int(TCP_NODELAY) ?? 0) != 0
+        if let v = int(TCP_KEEPCNT) { t.keepcnt = UInt32(bitPattern: v) }
+        if let v = int(TCP_KEEPIDLE) { t.keepidle = UInt32(bitPattern: v) }
+        if let v = int(TCP_KEEPINTVL) { t.keepintvl = UInt32(bitPattern: v) }
+        return t
+    }
+
+    /// Sets TCP_CORK and TCP_NODELAY of `t` on the new TCP socket `fd` (the keepalive
+    /// timings come with `apply`).
+    static func applyTCP(_ t: TcpOptsEntry, to fd: Int32, what: String) throws {
+        for (on, name, label) in [(t.cork, TCP_CORK, "TCP_CORK"), (t.nodelay, TCP_NODELAY, "TCP_NODELAY")] where on {
+            var one: Int32 = 1
+            guard setsockopt(fd, Int32(IPPROTO_TCP), name, &one, 4) == 0 else {
+                throw CryoError("cannot set \(label) on \(what)", errno: Errno(rawValue: errnoValue))
+            }
+        }
+    }
+
     /// Sets `o` on the new socket `fd` (`what` names it in errors). Options still at their
     /// default are left alone: some need privileges even to be set to what they already are.
     static func apply(_ o: SkOptsEntry, to fd: Int32, tcp: Bool, what: String) throws {

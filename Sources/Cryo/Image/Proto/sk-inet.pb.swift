@@ -262,6 +262,15 @@ public nonisolated struct InetSkEntry: @unchecked Sendable {
   /// Clears the value of `shutdown`. Subsequent reads from it will return its default value.
   public mutating func clearShutdown() {_uniqueStorage()._shutdown = nil}
 
+  public var tcpOpts: TcpOptsEntry {
+    get {_storage._tcpOpts ?? TcpOptsEntry()}
+    set {_uniqueStorage()._tcpOpts = newValue}
+  }
+  /// Returns true if `tcpOpts` has been explicitly set.
+  public var hasTcpOpts: Bool {_storage._tcpOpts != nil}
+  /// Clears the value of `tcpOpts`. Subsequent reads from it will return its default value.
+  public mutating func clearTcpOpts() {_uniqueStorage()._tcpOpts = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -361,7 +370,7 @@ nonisolated extension IpOptsEntry: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension InetSkEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = "InetSkEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}ino\0\u{1}family\0\u{1}type\0\u{1}proto\0\u{1}state\0\u{3}src_port\0\u{3}dst_port\0\u{1}flags\0\u{1}backlog\0\u{3}src_addr\0\u{3}dst_addr\0\u{1}fown\0\u{1}opts\0\u{1}v6only\0\u{3}ip_opts\0\u{1}ifname\0\u{3}ns_id\0\u{1}shutdown\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}ino\0\u{1}family\0\u{1}type\0\u{1}proto\0\u{1}state\0\u{3}src_port\0\u{3}dst_port\0\u{1}flags\0\u{1}backlog\0\u{3}src_addr\0\u{3}dst_addr\0\u{1}fown\0\u{1}opts\0\u{1}v6only\0\u{3}ip_opts\0\u{1}ifname\0\u{3}ns_id\0\u{1}shutdown\0\u{3}tcp_opts\0")
 
   fileprivate class _StorageClass {
     var _id: UInt32? = nil
@@ -383,6 +392,7 @@ nonisolated extension InetSkEntry: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _ifname: String? = nil
     var _nsID: UInt32? = nil
     var _shutdown: SkShutdown? = nil
+    var _tcpOpts: TcpOptsEntry? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -412,6 +422,7 @@ nonisolated extension InetSkEntry: SwiftProtobuf.Message, SwiftProtobuf._Message
       _ifname = source._ifname
       _nsID = source._nsID
       _shutdown = source._shutdown
+      _tcpOpts = source._tcpOpts
     }
   }
 
@@ -469,6 +480,7 @@ nonisolated extension InetSkEntry: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._ifname) }()
         case 18: try { try decoder.decodeSingularUInt32Field(value: &_storage._nsID) }()
         case 19: try { try decoder.decodeSingularEnumField(value: &_storage._shutdown) }()
+        case 20: try { try decoder.decodeSingularMessageField(value: &_storage._tcpOpts) }()
         default: break
         }
       }
@@ -538,6 +550,9 @@ nonisolated extension InetSkEntry: SwiftProtobuf.Message, SwiftProtobuf._Message
       try { if let v = _storage._shutdown {
         try visitor.visitSingularEnumField(value: v, fieldNumber: 19)
       } }()
+      try { if let v = _storage._tcpOpts {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -566,6 +581,7 @@ nonisolated extension InetSkEntry: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._ifname != rhs_storage._ifname {return false}
         if _storage._nsID != rhs_storage._nsID {return false}
         if _storage._shutdown != rhs_storage._shutdown {return false}
+        if _storage._tcpOpts != rhs_storage._tcpOpts {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -185,6 +185,67 @@ public nonisolated struct TcpStreamEntry: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+public nonisolated struct TcpOptsEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cork: Bool {
+    get {_cork ?? false}
+    set {_cork = newValue}
+  }
+  /// Returns true if `cork` has been explicitly set.
+  public var hasCork: Bool {self._cork != nil}
+  /// Clears the value of `cork`. Subsequent reads from it will return its default value.
+  public mutating func clearCork() {self._cork = nil}
+
+  public var nodelay: Bool {
+    get {_nodelay ?? false}
+    set {_nodelay = newValue}
+  }
+  /// Returns true if `nodelay` has been explicitly set.
+  public var hasNodelay: Bool {self._nodelay != nil}
+  /// Clears the value of `nodelay`. Subsequent reads from it will return its default value.
+  public mutating func clearNodelay() {self._nodelay = nil}
+
+  public var keepcnt: UInt32 {
+    get {_keepcnt ?? 0}
+    set {_keepcnt = newValue}
+  }
+  /// Returns true if `keepcnt` has been explicitly set.
+  public var hasKeepcnt: Bool {self._keepcnt != nil}
+  /// Clears the value of `keepcnt`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepcnt() {self._keepcnt = nil}
+
+  public var keepidle: UInt32 {
+    get {_keepidle ?? 0}
+    set {_keepidle = newValue}
+  }
+  /// Returns true if `keepidle` has been explicitly set.
+  public var hasKeepidle: Bool {self._keepidle != nil}
+  /// Clears the value of `keepidle`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepidle() {self._keepidle = nil}
+
+  public var keepintvl: UInt32 {
+    get {_keepintvl ?? 0}
+    set {_keepintvl = newValue}
+  }
+  /// Returns true if `keepintvl` has been explicitly set.
+  public var hasKeepintvl: Bool {self._keepintvl != nil}
+  /// Clears the value of `keepintvl`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepintvl() {self._keepintvl = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _cork: Bool? = nil
+  fileprivate var _nodelay: Bool? = nil
+  fileprivate var _keepcnt: UInt32? = nil
+  fileprivate var _keepidle: UInt32? = nil
+  fileprivate var _keepintvl: UInt32? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 nonisolated extension TcpStreamEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -377,6 +438,60 @@ nonisolated extension TcpStreamEntry: SwiftProtobuf.Message, SwiftProtobuf._Mess
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension TcpOptsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = "TcpOptsEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cork\0\u{1}nodelay\0\u{1}keepcnt\0\u{1}keepidle\0\u{1}keepintvl\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self._cork) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._nodelay) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._keepcnt) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self._keepidle) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self._keepintvl) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._cork {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._nodelay {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._keepcnt {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._keepidle {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._keepintvl {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: TcpOptsEntry, rhs: TcpOptsEntry) -> Bool {
+    if lhs._cork != rhs._cork {return false}
+    if lhs._nodelay != rhs._nodelay {return false}
+    if lhs._keepcnt != rhs._keepcnt {return false}
+    if lhs._keepidle != rhs._keepidle {return false}
+    if lhs._keepintvl != rhs._keepintvl {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
