@@ -40,7 +40,9 @@ enum InetSocketResource {
         let tcp = type == Int32(SOCK_STREAM.rawValue) && proto == Int32(IPPROTO_TCP)
         let udp = type == Int32(SOCK_DGRAM.rawValue) && proto == Int32(IPPROTO_UDP)
         guard tcp || udp else {
-            throw CryoError("\(what) is an \(family == AF_INET6 ? "IPv6" : "IPv4") socket of type \(type), protocol \(proto) (raw, SCTP, UDP-Lite...); Cryo dumps TCP and UDP sockets only")
+            let version = family == AF_INET6 ? "IPv6" : "IPv4"
+            let kind = type == Int32(SOCK_RAW.rawValue) ? "a raw \(version) socket" : "an \(version) socket of type \(type)"
+            throw CryoError("\(what) is \(kind), protocol \(proto); Cryo dumps TCP and UDP sockets only")
         }
         var e = InetSkEntry()
         e.id = id
