@@ -305,7 +305,6 @@ struct FileTable {
     private static func checkSupported(fd: Int32, target: String, st: stat, pid: pid_t) throws {
         let what = "fd \(fd) of process \(pid) is"
         let type = st.st_mode & S_IFMT
-        if target.hasPrefix("socket:") { throw CryoError("\(what) a socket (\(target)); Cryo cannot dump sockets yet") }
         if type == S_IFIFO { throw CryoError("\(what) a FIFO (\(target)) that has no path any more; Cryo cannot dump it") }
         if target == "anon_inode:[fanotify]" {
             throw CryoError("\(what) a fanotify group (\(target)); Cryo cannot dump fanotify groups and their marks yet")
