@@ -8,6 +8,7 @@
  *      u1      UDP bound to 127.0.0.1; u2 UDP bound and connected to u1
  *      v6a     UDP bound to [::1] (v6only); v6b UDP connected to it
  *      bound   TCP bound to 127.0.0.1, never listening; fresh: TCP only created
+ *      freeb   UDP bound with IP_FREEBIND to 192.0.2.1, an address the machine does not have
  *   A: keeps `shared` and reports its inode; after QUIT connects to it and accepts the
  *      connection itself.
  *
@@ -25,7 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-static int lst4, lst6, shared, u1, u2, v6a, v6b, bound, fresh;
+static int lst4, lst6, shared, u1, u2, v6a, v6b, bound, fresh, freeb;
 /* Addresses as created, to compare with after the checkpoint. */
 static struct sockaddr_storage name_of[64], peer_of[64];
 
@@ -171,7 +172,7 @@ static int datagram_works(int from, int to, const struct sockaddr *dest, socklen
 static void child(void *arg)
 {
     (void)arg;
-    close(lst4), close(lst6), close(u1), close(u2), close(v6a), close(v6b), close(bound), close(fresh);
+    close(lst4), close(lst6), close(u1), close(u2), close(v6a), close(v6b), close(bound), close(fresh), close(freeb);
     struct stat st;
     fstat(shared, &st);
     family_ready();
@@ -234,8 +235,11 @@ int main(int argc, char **argv)
     bound = sock(AF_INET, SOCK_STREAM);
     bind_to(bound, AF_INET, "127.0.0.1");
     fresh = sock(AF_INET6, SOCK_STREAM);
+    freeb = sock(AF_INET, SOCK_DGRAM);
+    set_int(freeb, IPPROTO_IP, IP_FREEBIND, 1, "IP_FREEBIND");
+    bind_to(freeb, AF_INET, "192.0.2.1");
 
-    int fds[] = { lst4, lst6, shared, u1, u2, v6a, v6b, bound, fresh };
+    int fds[] = { lst4, lst6, shared, u1, u2, v6a, v6b, bound, fresh, freeb };
     for (unsigned i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
         if (fds[i] >= 64)
             die("fd %d too high", fds[i]);
@@ -250,7 +254,7 @@ int main(int argc, char **argv)
     while (!subject_stopping())
         sleep_ms(5);
 
-    const char *names[] = { "lst4", "lst6", "shared", "u1", "u2", "v6a", "v6b", "bound", "fresh" };
+    const char *names[] = { "lst4", "lst6", "shared", "u1", "u2", "v6a", "v6b", "bound", "fresh", "freeb" };
     for (unsigned i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         check(same_addresses(fds[i]), "R: %s has other addresses than before", names[i]);
     check(get_int(lst4, SOL_SOCKET, SO_ACCEPTCONN) == 1 && get_int(lst6, SOL_SOCKET, SO_ACCEPTCONN) == 1 &&
@@ -270,6 +274,8 @@ int main(int argc, char **argv)
     check(!(fcntl(lst6, F_GETFL) & O_NONBLOCK), "R: lst6 became non-blocking");
     check(get_int(lst6, IPPROTO_IPV6, IPV6_V6ONLY) == 0, "R: lst6 is IPv6-only");
     check(get_int(v6a, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "R: v6a is no longer IPv6-only");
+    check(get_int(freeb, IPPROTO_IP, IP_FREEBIND) == 1 && get_int(u1, IPPROTO_IP, IP_FREEBIND) == 0,
+          "R: IP_FREEBIND is not as it was");
     check(get_int(lst4, SOL_SOCKET, SO_TYPE) == SOCK_STREAM && get_int(u1, SOL_SOCKET, SO_TYPE) == SOCK_DGRAM,
           "R: socket types changed");
 

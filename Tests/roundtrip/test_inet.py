@@ -149,11 +149,13 @@ def test_inet_images(h):
         ("INET6", "DGRAM", "UDP", "ESTABLISHED", "::1", 0, False),
         ("INET", "STREAM", "TCP", "CLOSE", "127.0.0.1", 0, None),
         ("INET6", "STREAM", "TCP", "CLOSE", "::", 0, False),
+        ("INET", "DGRAM", "UDP", "CLOSE", "192.0.2.1", 0, None),
     ], key=str)
     assert sorted(got, key=str) == want, f"inet entries:\n{json.dumps(inet, indent=1)}"
     lst4 = next(e for e in inet if e["state"] == "LISTEN" and e["backlog"] == 5)
     assert lst4["opts"]["reuseaddr"] and lst4["opts"]["so_keepalive"]
     assert int(lst4["flags"], 0) & os.O_NONBLOCK
+    assert [e.get("ip_opts") for e in inet if e["src_addr"][0] == "192.0.2.1"] == [{"freebind": True}]
     for pretty in ([], ["--pretty"]):
         theirs = subprocess.run(["/usr/bin/crit", "decode", "-i", h.images / "files.img", *pretty],
                                 capture_output=True, env=crit_env(), check=True).stdout.decode()

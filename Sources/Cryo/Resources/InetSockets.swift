@@ -60,6 +60,21 @@ enum InetSocketResource {
         e.dstAddr = destination.words
         e.dstPort = UInt32(destination.port)
         if family == AF_INET6 { e.v6Only = int(Int32(IPPROTO_IPV6), IPV6_V6ONLY) == 1 }
+        // A link-local IPv6 address means nothing without its interface; the image names
+        // the interface (its index may differ where the images are restored).
+        let scope = source.scopeID != 0 ? source.scopeID : peer?.scopeID ?? 0
+        if scope != 0 {
+            var name = [CChar](repeating: 0, count: Int(IFNAMSIZ))
+            guard if_indextoname(scope, &name) != nil else {
+                throw CryoError("\(what) uses the link-local scope of interface \(scope), which has no name", errno: Errno(rawValue: errnoValue))
+            }
+            e.ifname = String(cString: name)
+        }
+        if int(freebindLevel(family), freebindOption(family)) == 1 {
+            var ip = IpOptsEntry()
+            ip.freebind = true
+            e.ipOpts = ip
+        }
         e.opts = SocketOptions.read(local, tcp: tcp)
         e.backlog = 0
         if tcp {
@@ -86,6 +101,17 @@ enum InetSocketResource {
         file.id = id
         file.isk = e
         return file
+    }
+
+    /// The level of the IP_FREEBIND option of a socket of `family` (bind to an address the
+    /// machine does not have).
+    private static func freebindLevel(_ family: Int32) -> Int32 {
+        family == AF_INET6 ? Int32(IPPROTO_IPV6) : Int32(IPPROTO_IP)
+    }
+
+    /// IP_FREEBIND or IPV6_FREEBIND (78, which Glibc's Swift import lacks).
+    private static func freebindOption(_ family: Int32) -> Int32 {
+        family == AF_INET6 ? 78 : IP_FREEBIND
     }
 
     /// SO_MEMINFO (linux/socket.h), not in Glibc.
@@ -124,9 +150,20 @@ enum InetSocketResource {
                     throw CryoError("cannot set IPV6_V6ONLY on \(what)", errno: Errno(rawValue: errnoValue))
                 }
             }
+            if e.hasIpOpts && e.ipOpts.freebind {
+                var one: Int32 = 1
+                guard setsockopt(fd, freebindLevel(Int32(e.family)), freebindOption(Int32(e.family)), &one, 4) == 0 else {
+                    throw CryoError("cannot set IP_FREEBIND on \(what)", errno: Errno(rawValue: errnoValue))
+                }
+            }
+            var scope: UInt32 = 0
+            if e.hasIfname {
+                scope = if_nametoindex(e.ifname)
+                guard scope != 0 else { throw CryoError("cannot restore \(what): its interface \(e.ifname) is gone") }
+            }
             try SocketOptions.apply(e.opts, to: fd, tcp: tcp, what: what)
             if e.hasTcpOpts { try SocketOptions.applyTCP(e.tcpOpts, to: fd, what: what) }
-            let source = InetAddress(family: Int32(e.family), words: e.srcAddr, port: UInt16(truncatingIfNeeded: e.srcPort))
+            let source = InetAddress(family: Int32(e.family), words: e.srcAddr, port: UInt16(truncatingIfNeeded: e.srcPort), scopeID: scope)
             if !source.isUnspecified {
                 // The dead original may have left TIME_WAIT connections on its port: bind past
                 // them as CRIU does, and put the socket's own SO_REUSEADDR back once it listens
@@ -151,7 +188,7 @@ enum InetSocketResource {
                 _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &no, 4)
             }
             if !tcp && e.state == State.established {
-                let peer = InetAddress(family: Int32(e.family), words: e.dstAddr, port: UInt16(truncatingIfNeeded: e.dstPort))
+                let peer = InetAddress(family: Int32(e.family), words: e.dstAddr, port: UInt16(truncatingIfNeeded: e.dstPort), scopeID: scope)
                 guard peer.withSockaddr({ Glibc.connect(fd, $0, $1) }) == 0 else {
                     throw CryoError("cannot connect \(what) to \(peer)", errno: Errno(rawValue: errnoValue))
                 }
@@ -194,20 +231,27 @@ private struct TCPInfo {
 /// An IPv4 or IPv6 address and port as the image keeps them: the address as u32 words in
 /// network byte order (one for IPv4, four for IPv6), the port as a number.
 struct InetAddress: CustomStringConvertible {
+    /// AF_INET or AF_INET6.
     let family: Int32
+    /// The address, in network byte order.
     let words: [UInt32]
+    /// The port.
     let port: UInt16
+    /// IPv6: the index of the interface a link-local address belongs to (0: none).
+    let scopeID: UInt32
 
     /// The unspecified address (0.0.0.0 or ::), port 0.
     init(family: Int32) {
         self.init(family: family, words: [], port: 0)
     }
 
-    init(family: Int32, words: [UInt32], port: UInt16) {
+    /// The address `words` (padded to the family's size), port `port`.
+    init(family: Int32, words: [UInt32], port: UInt16, scopeID: UInt32 = 0) {
         self.family = family
         let count = family == AF_INET6 ? 4 : 1
         self.words = Array((words + [UInt32](repeating: 0, count: count)).prefix(count))
         self.port = port
+        self.scopeID = scopeID
     }
 
     /// Whether the socket this is the name of was never bound.
@@ -223,6 +267,7 @@ struct InetAddress: CustomStringConvertible {
         read(fd, getpeername)
     }
 
+    /// `getsockname` or `getpeername` of `fd`, if it succeeds and gives an inet address.
     private static func read(_ fd: Int32, _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> InetAddress? {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -236,7 +281,7 @@ struct InetAddress: CustomStringConvertible {
             case AF_INET6:
                 let a = raw.load(as: sockaddr_in6.self)
                 let words = withUnsafeBytes(of: a.sin6_addr) { b in (0..<4).map { b.load(fromByteOffset: 4 * $0, as: UInt32.self) } }
-                return InetAddress(family: AF_INET6, words: words, port: UInt16(bigEndian: a.sin6_port))
+                return InetAddress(family: AF_INET6, words: words, port: UInt16(bigEndian: a.sin6_port), scopeID: a.sin6_scope_id)
             default:
                 return nil
             }
@@ -249,6 +294,7 @@ struct InetAddress: CustomStringConvertible {
             var a = sockaddr_in6()
             a.sin6_family = sa_family_t(AF_INET6)
             a.sin6_port = port.bigEndian
+            a.sin6_scope_id = scopeID
             withUnsafeMutableBytes(of: &a.sin6_addr) { b in
                 for (i, w) in words.enumerated() { b.storeBytes(of: w, toByteOffset: 4 * i, as: UInt32.self) }
             }
