@@ -60,16 +60,8 @@ enum InetSocketResource {
         e.dstAddr = destination.words
         e.dstPort = UInt32(destination.port)
         if family == AF_INET6 { e.v6Only = int(Int32(IPPROTO_IPV6), IPV6_V6ONLY) == 1 }
-        // A link-local IPv6 address means nothing without its interface; the image names
-        // the interface (its index may differ where the images are restored).
         let scope = source.scopeID != 0 ? source.scopeID : peer?.scopeID ?? 0
-        if scope != 0 {
-            var name = [CChar](repeating: 0, count: Int(IFNAMSIZ))
-            guard if_indextoname(scope, &name) != nil else {
-                throw CryoError("\(what) uses the link-local scope of interface \(scope), which has no name", errno: Errno(rawValue: errnoValue))
-            }
-            e.ifname = String(cString: name)
-        }
+        if scope != 0 { e.ifname = try interfaceName(scope, what: what) }
         if int(freebindLevel(family), freebindOption(family)) == 1 {
             var ip = IpOptsEntry()
             ip.freebind = true
@@ -101,6 +93,23 @@ enum InetSocketResource {
         file.id = id
         file.isk = e
         return file
+    }
+
+    /// The name of interface `index`, the scope of a link-local IPv6 address. The image
+    /// keeps names, as CRIU does: the index may differ where the images are restored.
+    private static func interfaceName(_ index: UInt32, what: String) throws -> String {
+        var name = [CChar](repeating: 0, count: Int(IFNAMSIZ))
+        guard if_indextoname(index, &name) != nil else {
+            throw CryoError("\(what) uses the link-local scope of interface \(index), which has no name", errno: Errno(rawValue: errnoValue))
+        }
+        return String(cString: name)
+    }
+
+    /// The index of interface `name` here, for a link-local IPv6 address of socket `what`.
+    private static func interfaceIndex(_ name: String, what: String) throws -> UInt32 {
+        let index = if_nametoindex(name)
+        guard index != 0 else { throw CryoError("cannot restore \(what): its interface \(name) is gone") }
+        return index
     }
 
     /// The level of the IP_FREEBIND option of a socket of `family` (bind to an address the
@@ -156,11 +165,7 @@ enum InetSocketResource {
                     throw CryoError("cannot set IP_FREEBIND on \(what)", errno: Errno(rawValue: errnoValue))
                 }
             }
-            var scope: UInt32 = 0
-            if e.hasIfname {
-                scope = if_nametoindex(e.ifname)
-                guard scope != 0 else { throw CryoError("cannot restore \(what): its interface \(e.ifname) is gone") }
-            }
+            let scope = e.hasIfname ? try interfaceIndex(e.ifname, what: what) : 0
             try SocketOptions.apply(e.opts, to: fd, tcp: tcp, what: what)
             if e.hasTcpOpts { try SocketOptions.applyTCP(e.tcpOpts, to: fd, what: what) }
             let source = InetAddress(family: Int32(e.family), words: e.srcAddr, port: UInt16(truncatingIfNeeded: e.srcPort), scopeID: scope)
