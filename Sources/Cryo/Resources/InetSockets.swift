@@ -170,9 +170,10 @@ enum InetSocketResource {
             if e.hasTcpOpts { try SocketOptions.applyTCP(e.tcpOpts, to: fd, what: what) }
             let source = InetAddress(family: Int32(e.family), words: e.srcAddr, port: UInt16(truncatingIfNeeded: e.srcPort), scopeID: scope)
             if !source.isUnspecified {
-                // The dead original may have left TIME_WAIT connections on its port: bind past
-                // them as CRIU does, and put the socket's own SO_REUSEADDR back once it listens
-                // (listen checks the port again). A live socket on the port still fails.
+                // As CRIU: bind with SO_REUSEADDR, so TIME_WAIT connections the dead original
+                // left on its port (made while it had SO_REUSEADDR) are no obstacle, and put
+                // the socket's own setting back once it listens (listen checks the port
+                // again). A live listener on the port still makes the bind fail.
                 var yes: Int32 = 1
                 if tcp { _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, 4) }
                 guard source.withSockaddr({ Glibc.bind(fd, $0, $1) }) == 0 else {
