@@ -161,3 +161,22 @@ def test_inet_images(h):
                                 capture_output=True, env=crit_env(), check=True).stdout.decode()
         ours = h.cryo("decode", "-i", h.images / "files.img", *pretty).stdout
         assert strip_newer(json.loads(ours)) == json.loads(theirs)
+
+
+def test_restore_refuses_tcp_connection_in_image(h):
+    """An image with an established TCP socket (as CRIU --tcp-established writes, here made by
+    editing the http.server's listener) is refused before anything is made, naming the socket;
+    Cryo does not hand the process a bare socket in place of its connection."""
+    p, port, contents = start_http_server(h)
+    dump_tree(h, p.pid)
+    files = h.images / "files.img"
+    doc = json.loads(subprocess.run(["/usr/bin/crit", "decode", "-i", files], capture_output=True,
+                                    env=crit_env(), check=True).stdout)
+    listener = next(f["isk"] for f in doc["entries"] if f["type"] == "INETSK" and f["isk"]["state"] == 10)  # LISTEN
+    listener["state"] = 1  # ESTABLISHED
+    subprocess.run(["/usr/bin/crit", "encode", "-o", files], input=json.dumps(doc).encode(),
+                   env=crit_env(), check=True)
+    children = set(our_children())
+    cp = h.restore(check=False)
+    assert_clean_failure(cp, f"socket:[{listener['ino']}]", "ESTABLISHED", "--tcp-established")
+    assert not pid_exists(p.pid) and set(our_children()) <= children, "the refused restore made a process"

@@ -221,9 +221,10 @@ final class TreeBuilder: @unchecked Sendable {
         }
         try FilesRestore.restore(process, image, files: tree.files, inherited: inherited, objects: objects, openRemote: openRemote)
         try FileLockResource.restore(tree.locks, process)
-        let forkedFrom = image.pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
+        // The parent it was forked from (nil for the root): what it inherited from it.
+        let parent = pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
         var sharing = MemoryRestore.Sharing()
-        let pages = try MemoryRestore.restore(process, image, parent: forkedFrom, files: tree.files,
+        let pages = try MemoryRestore.restore(process, image, parent: parent, files: tree.files,
                                               shared: shared, memfds: objects.memfds, sharing: &sharing, log: log)
         lock.withLock {
             pagesRestored += pages
@@ -250,7 +251,6 @@ final class TreeBuilder: @unchecked Sendable {
 
         // What children inherit, set before they are forked; a child only changes what differs
         // from its parent (most often nothing: that is what makes trees fast to restore).
-        let parent = pid == tree.root.pid ? nil : tree.process(pid_t(image.pstree.ppid))
         if let cwd = tree.files[image.fs.cwdID]?.reg.name, cwd != parent.flatMap({ tree.files[$0.fs.cwdID]?.reg.name }) {
             try process.memory.write(Array(cwd.utf8) + [0], at: scratch)
             _ = try call("chdir \(cwd)", 80, scratch)
@@ -313,6 +313,9 @@ final class TreeBuilder: @unchecked Sendable {
     /// Lets go of a new process so that another worker can trace it: it waits in `pause()` (all
     /// its signals are blocked, so nothing but ptrace or SIGKILL wakes it).
     private func handOff(_ process: RemoteProcess) throws {
+        // Untraced, it is no longer killed with its tracer (PTRACE_O_EXITKILL): let it die with
+        // its parent instead, which still is (until `takeOver` puts the setting back).
+        try process.checkedSyscall("prctl(PR_SET_PDEATHSIG, SIGKILL)", Syscall.prctl, [1, UInt64(SIGKILL)])
         var regs = process.leader.stoppedRegisters
         regs.rip = process.gadget
         regs.rax = UInt64(Syscall.pause)
@@ -333,7 +336,9 @@ final class TreeBuilder: @unchecked Sendable {
     private func takeOver(_ pid: pid_t, helper: UInt64, worker: Int) throws {
         do { try Ptrace.attach(pid) } catch { throw CryoError("cannot trace new process \(pid) from another thread", errno: error) }
         try Restorer.adoptNewChild(pid)
-        adopt(try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: Restorer.helperSize), worker: worker)
+        let process = try RemoteProcess.adoptRestoreChild(pid, helper: helper, helperSize: Restorer.helperSize)
+        adopt(process, worker: worker)
+        try process.checkedSyscall("prctl(PR_SET_PDEATHSIG, 0)", Syscall.prctl, [1, 0])  // its own comes with its threads
         log.debug("process \(pid) taken over by thread \(worker)")
     }
 
@@ -355,46 +360,48 @@ final class TreeBuilder: @unchecked Sendable {
     /// process go with its own registers. Each step is done by every worker for the processes
     /// it traces, and finished by all before the next begins.
     func finish() throws {
-        try pool.onEveryWorker { worker in
-            for (_, process) in self.traced(by: worker, zombies: false) { try self.shared.removeSpares(of: process) }
-        }
+        try eachTraced { image, process in try self.shared.removeSpares(of: process) }
         try shared.sysv.removeDestroyed()
         try objects.memfds.applySeals()
-        try pool.onEveryWorker { worker in
-            for (image, process) in self.traced(by: worker, zombies: false) {
-                if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {
-                    try process.checkedSyscall("setpgid(0, \(image.pstree.pgid))", 109, [0, UInt64(image.pstree.pgid)])
-                }
+        try eachTraced { image, process in
+            if let pgid = try? process.proc.statFields()[2], pgid != "\(image.pstree.pgid)" {
+                try process.checkedSyscall("setpgid(0, \(image.pstree.pgid))", 109, [0, UInt64(image.pstree.pgid)])
             }
         }
         // Foreground groups name groups that exist only now.
-        try pool.onEveryWorker { worker in
-            for (image, process) in self.traced(by: worker, zombies: false) where image.pstree.sid == UInt32(image.pid) {
-                try self.objects.withLock {
-                    try self.objects.terminals.restoreForegroundGroups(process, descriptors: image.descriptors, files: self.tree.files)
-                }
+        try eachTraced { image, process in
+            guard image.pstree.sid == UInt32(image.pid) else { return }
+            try self.objects.withLock {
+                try self.objects.terminals.restoreForegroundGroups(process, descriptors: image.descriptors, files: self.tree.files)
             }
         }
         // Credentials last: after them, a process may no longer be allowed the calls above.
-        try pool.onEveryWorker { worker in
-            for (image, process) in self.traced(by: worker, zombies: false) {
-                for thread in process.threads {
-                    let creds = image.cores[thread.tid]!.threadCore.creds
-                    if creds == self.ownCreds { continue }  // it has them already
-                    try CredentialsResource.restore(creds, thread: thread, in: process)
-                }
-                if image.mm.hasDumpable { try process.checkedSyscall("prctl(PR_SET_DUMPABLE)", Syscall.prctl, [4, UInt64(image.mm.dumpable)]) }
+        try eachTraced { image, process in
+            for thread in process.threads {
+                let creds = image.cores[thread.tid]!.threadCore.creds
+                if creds == self.ownCreds { continue }  // it has them already
+                try CredentialsResource.restore(creds, thread: thread, in: process)
             }
+            if image.mm.hasDumpable { try process.checkedSyscall("prctl(PR_SET_DUMPABLE)", Syscall.prctl, [4, UInt64(image.mm.dumpable)]) }
         }
-        try pool.onEveryWorker { worker in
-            for (image, process) in self.traced(by: worker, zombies: true).reversed() {
-                try process.setName(image.leader.tc.comm, in: process.leader)
-                try self.makeZombie(process, status: image.zombieStatus!)
-            }
+        try eachTraced(zombies: true, reversed: true) { image, process in
+            try process.setName(image.leader.tc.comm, in: process.leader)
+            try self.makeZombie(process, status: image.zombieStatus!)
         }
+        try eachTraced(reversed: true) { image, process in try self.release(process, image) }
+    }
+
+    /// One step of `finish`: every worker runs `body` for each process it traces (live ones,
+    /// or zombies-to-be), in the tree's order or `reversed`; all are done when it returns.
+    /// After a failure on any worker the others stop before their next process, so that
+    /// nothing more is let go before the restore is undone.
+    private func eachTraced(zombies: Bool = false, reversed: Bool = false,
+                            _ body: @escaping (ProcessImage, RemoteProcess) throws -> Void) throws {
         try pool.onEveryWorker { worker in
-            for (image, process) in self.traced(by: worker, zombies: false).reversed() {
-                try self.release(process, image)
+            let mine = self.traced(by: worker, zombies: zombies)
+            for (image, process) in reversed ? mine.reversed() : mine {
+                if self.pool.failed { throw CryoError("restore of \(image.pid) abandoned") }
+                try body(image, process)
             }
         }
     }
@@ -467,7 +474,7 @@ final class TreeBuilder: @unchecked Sendable {
         }
     }
 
-    /// Kills everything made so far (children first), reaps the root, and removes the SysV
+    /// Kills everything made so far, reaps what it must (see below), and removes the SysV
     /// segments it made.
     func killAll() {
         for (pid, process) in lock.withLock({ made }) {

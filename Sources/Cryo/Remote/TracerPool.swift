@@ -9,7 +9,8 @@ import Foundation
 ///
 /// Worker 0 is the thread that calls `drain`; the pool starts the others. Jobs go either to
 /// any worker (`submit(_:)`) or to one (`submit(to:_:)`); `drain` runs them until none is
-/// left. After a job fails, queued jobs are dropped and `drain` rethrows that first error.
+/// left. After a job fails, every queued job is dropped (running ones check `failed`) and
+/// `drain` rethrows that first error.
 final class TracerPool: @unchecked Sendable {
     /// A piece of work, given the index of the worker that runs it.
     typealias Job = (_ worker: Int) throws -> Void
@@ -31,7 +32,9 @@ final class TracerPool: @unchecked Sendable {
         self.count = max(1, count)
         pinned = Array(repeating: [], count: self.count)
         for index in 1..<self.count {
-            let thread = Thread { [unowned self] in self.serve(index) }
+            // A strong reference: a restore that fails at once may drop the pool before its
+            // threads first run; `serve` returns after `shutdown` and lets it go.
+            let thread = Thread { self.serve(index) }
             thread.name = "cryo-tracer-\(index)"
             thread.stackSize = 8 << 20
             thread.start()
@@ -123,6 +126,7 @@ final class TracerPool: @unchecked Sendable {
         if let error, failure == nil {
             failure = error
             anyWorker.removeAll()
+            for worker in pinned.indices { pinned[worker].removeAll() }
         }
         condition.broadcast()
     }

@@ -334,7 +334,8 @@ extension FileEntry {
     func verifyForRestore() throws {
         if (type == .pipe && hasPipe) || (type == .fifo && hasFifo) || (type == .memfd && hasMemfd) || (type == .tty && hasTty)
             || (type == .eventfd && hasEfd) || (type == .timerfd && hasTfd)
-            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) || (type == .inetsk && hasIsk) { return }
+            || (type == .signalfd && hasSgfd) || (type == .eventpoll && hasEpfd) || (type == .unixsk && hasUsk) { return }
+        if type == .inetsk && hasIsk { return try InetSocketResource.verifyForRestore(self) }
         if type == .inotify && hasIfy { return try InotifyResource.verifyForRestore(self) }
         guard hasReg else { throw CryoError("file id \(id) has an unsupported type \(type)") }
         var st = stat()

@@ -28,11 +28,7 @@ enum InetSocketResource {
         let local = try takeDescriptor(pid: pid, fd: fd)
         defer { close(local) }
         let what = "fd \(fd) of process \(pid) (socket:[\(inode)])"
-        func int(_ level: Int32, _ name: Int32) -> Int32 {
-            var v: Int32 = 0
-            var len = socklen_t(4)
-            return getsockopt(local, level, name, &v, &len) == 0 ? v : -1
-        }
+        func int(_ level: Int32, _ name: Int32) -> Int32 { SocketOptions.int(local, level, name) ?? -1 }
         let family = int(SOL_SOCKET, SO_DOMAIN), type = int(SOL_SOCKET, SO_TYPE), proto = int(SOL_SOCKET, SO_PROTOCOL)
         guard family == AF_INET || family == AF_INET6 else {
             throw CryoError("\(what) is \(familyName(family)); Cryo cannot dump it")
@@ -141,6 +137,28 @@ enum InetSocketResource {
         case AF_PACKET: return "a packet socket"
         case AF_UNIX: return "a unix socket sock_diag did not list"
         default: return "a socket of address family \(family)"
+        }
+    }
+
+    /// Checks, before anything is created, that `file` is an inet socket Cryo can make: a TCP
+    /// listener or unconnected TCP socket, or a UDP socket, not shut down. An image written by
+    /// another tool (CRIU with --tcp-established: connections and their tcp-stream images) or
+    /// edited by hand would otherwise come back as a bare socket on the old port.
+    static func verifyForRestore(_ file: FileEntry) throws {
+        let e = file.isk
+        let inet = e.family == UInt32(AF_INET) || e.family == UInt32(AF_INET6)
+        let tcp = e.proto == UInt32(IPPROTO_TCP) && e.type == UInt32(SOCK_STREAM.rawValue)
+        let udp = e.proto == UInt32(IPPROTO_UDP) && e.type == UInt32(SOCK_DGRAM.rawValue)
+        let what = "inet socket socket:[\(e.ino)] (file id \(file.id))"
+        guard inet && (tcp || udp) else {
+            throw CryoError("cannot restore \(what): family \(e.family), type \(e.type), protocol \(e.proto) is not a TCP or UDP socket Cryo can make")
+        }
+        let states: [UInt32] = tcp ? [State.listen, State.close] : [State.close, State.established]
+        guard states.contains(e.state) else {
+            throw CryoError("cannot restore \(what): \(InetSocketText(e)) (TCP connections need --tcp-established, not supported)")
+        }
+        if e.hasShutdown && e.shutdown != SkShutdown.none {
+            throw CryoError("cannot restore \(what): \(InetSocketText(e)) was shut down (\(e.shutdown)), which Cryo does not restore")
         }
     }
 

@@ -9,13 +9,16 @@ enum SocketOptions {
     /// Glibc does not define it yet.
     static let bufferLockOption: Int32 = 72
 
+    /// An int-sized option of socket `fd`, nil when the kernel does not have it.
+    static func int(_ fd: Int32, _ level: Int32, _ name: Int32) -> Int32? {
+        var v: Int32 = 0
+        var len = socklen_t(4)
+        return getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
+    }
+
     /// The options of socket `fd`; `tcp` adds the TCP keepalive timings.
     static func read(_ fd: Int32, tcp: Bool) -> SkOptsEntry {
-        func int(_ level: Int32, _ name: Int32) -> Int32? {
-            var v: Int32 = 0
-            var len = socklen_t(4)
-            return getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
-        }
+        func int(_ level: Int32, _ name: Int32) -> Int32? { SocketOptions.int(fd, level, name) }
         func flag(_ name: Int32) -> Bool { (int(SOL_SOCKET, name) ?? 0) != 0 }
         func timeout(_ name: Int32) -> timeval {
             var t = timeval()
@@ -64,11 +67,7 @@ enum SocketOptions {
     /// The TCP-level options of TCP socket `fd` that newer CRIU keeps in `tcp_opts` (the
     /// keepalive timings are also in `sk_opts_entry`, where CRIU 3.17 reads them).
     static func readTCP(_ fd: Int32) -> TcpOptsEntry {
-        func int(_ name: Int32) -> Int32? {
-            var v: Int32 = 0
-            var len = socklen_t(4)
-            return getsockopt(fd, Int32(IPPROTO_TCP), name, &v, &len) == 0 ? v : nil
-        }
+        func int(_ name: Int32) -> Int32? { SocketOptions.int(fd, Int32(IPPROTO_TCP), name) }
         var t = TcpOptsEntry()
         t.cork = (int(TCP_CORK) ?? 0) != 0
         t.nodelay = (int(TCP_NODELAY) ?? 0) != 0
@@ -107,8 +106,18 @@ enum SocketOptions {
         }
         // getsockopt reports twice what setsockopt was given (the kernel doubles it for its
         // bookkeeping); the FORCE variants ignore the sysctl maxima, as the sizes once fit.
-        if o.soSndbuf > 0 { try set(SOL_SOCKET, SO_SNDBUFFORCE, Int32(bitPattern: o.soSndbuf / 2), "SO_SNDBUF") }
-        if o.soRcvbuf > 0 { try set(SOL_SOCKET, SO_RCVBUFFORCE, Int32(bitPattern: o.soRcvbuf / 2), "SO_RCVBUF") }
+        // Without CAP_NET_ADMIN the FORCE variants are refused: the plain ones then do what
+        // the sysctl maxima allow.
+        func setBuffer(_ force: Int32, _ plain: Int32, _ size: UInt32, _ label: String) throws {
+            guard size > 0 else { return }
+            var v = Int32(bitPattern: size / 2)
+            if setsockopt(fd, SOL_SOCKET, force, &v, 4) == 0 { return }
+            if errnoValue == EPERM { try set(SOL_SOCKET, plain, v, label) } else {
+                throw CryoError("cannot set \(label) on \(what)", errno: Errno(rawValue: errnoValue))
+            }
+        }
+        try setBuffer(SO_SNDBUFFORCE, SO_SNDBUF, o.soSndbuf, "SO_SNDBUF")
+        try setBuffer(SO_RCVBUFFORCE, SO_RCVBUF, o.soRcvbuf, "SO_RCVBUF")
         // Setting the sizes locked them; unlock what the kernel was still free to tune.
         if o.hasSoBufLock { try set(SOL_SOCKET, bufferLockOption, Int32(bitPattern: o.soBufLock), "SO_BUF_LOCK") }
         try setTimeout(SO_SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec, "SO_SNDTIMEO")
