@@ -8,7 +8,7 @@ import SystemPackage
 /// `pagemap-shmem-INODE.img` (entries address the object by offset) and a pages file.
 ///
 /// Restore creates each object once, in the first process that maps it (its *owner*), as a
-/// spare mapping where the kernel likes; every VMA of every process, the owner's included,
+/// spare mapping where no process of the tree maps anything; every VMA of every process, the owner's included,
 /// then maps it through `/proc/OWNER/map_files/`, so they all share one object, as before.
 /// The spare mapping is removed when the tree is complete.
 enum SharedMemoryResource {
@@ -134,6 +134,9 @@ final class SharedMemoryTable {
     private var objects: [UInt64: (owner: RemoteProcess, start: UInt64, length: UInt64)] = [:]
     /// The size of each object: the furthest any VMA maps it.
     private let sizes: [UInt64: UInt64]
+    /// Address ranges a spare mapping must not use: every VMA of the tree, and the spares
+    /// made so far.
+    private var taken: [Range<UInt64>]
     /// System V segments, attached rather than mapped.
     let sysv: SysVSegmentTable
 
@@ -147,6 +150,24 @@ final class SharedMemoryTable {
             }
         }
         self.sizes = sizes
+        taken = tree.processes.flatMap { $0.mm.vmas.map { $0.start..<$0.end } }
+    }
+
+    /// An address for a spare mapping of `length` bytes that no process of the tree uses. Were
+    /// the kernel to choose, it could pick the hole where one of the owner's own mappings is
+    /// about to be made with MAP_FIXED — which would then replace part of the spare.
+    private func spareAddress(_ length: UInt64) throws -> UInt64 {
+        let step: UInt64 = 1 << 30
+        var candidate: UInt64 = 0x4000_0000_0000
+        while candidate + length <= 0x7fff_0000_0000 {
+            let range = candidate..<(candidate + length)
+            if !taken.contains(where: { $0.overlaps(range) }) {
+                taken.append(range)
+                return candidate
+            }
+            candidate += (length + step - 1) / step * step
+        }
+        throw CryoError("no free address range of \(length) bytes for a shared memory object")
     }
 
     /// Maps VMA `v` (shared anonymous) into `process`, creating its object first if needed.
@@ -155,8 +176,10 @@ final class SharedMemoryTable {
         defer { lock.unlock() }
         if objects[v.shmid] == nil {
             let length = sizes[v.shmid]!
+            let hint = try spareAddress(length)
+            let mapFixedNoReplace: Int32 = 0x100000
             let start = UInt64(try process.checkedSyscall("mmap of shared memory object \(v.shmid)", Syscall.mmap,
-                                                          [0, length, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_SHARED | MAP_ANONYMOUS), UInt64.max, 0]))
+                                                          [hint, length, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_SHARED | MAP_ANONYMOUS | mapFixedNoReplace), UInt64.max, 0]))
             objects[v.shmid] = (process, start, length)
             for (offset, data) in try SharedMemoryResource.load(images, shmid: v.shmid) {
                 guard offset + UInt64(data.count) <= length else {
