@@ -86,14 +86,11 @@ public enum Restorer {
     static func chooseHelperAddress(_ vmas: [VmaEntry]) throws -> UInt64 {
         let ours = try ProcDirectory(pid: getpid()).mappings().map { $0.start..<$0.end }
         let theirs = vmas.map { $0.start..<$0.end }
-        let size = UInt64(helperSize)
-        var candidate: UInt64 = 0x1000_0000
-        while candidate < 0x7000_0000_0000 {
-            let range = candidate..<(candidate + size)
-            if !(ours + theirs).contains(where: { $0.overlaps(range) }) { return candidate }
-            candidate += 0x1000_0000
+        guard let address = MemoryResource.freeAddress(length: UInt64(helperSize), avoiding: ours + theirs, from: 0x1000_0000,
+                                                       step: 0x1000_0000, startingBelow: 0x7000_0000_0000) else {
+            throw CryoError("no free address for the restore helper")
         }
-        throw CryoError("no free address for the restore helper")
+        return address
     }
 
     /// Clones the root with PID `pid`, waits for it to stop, and makes it ours.

@@ -66,7 +66,7 @@ enum InetSocketResource {
         e.opts = SocketOptions.read(local, tcp: tcp)
         e.backlog = 0
         if tcp {
-            e.tcpOpts = SocketOptions.readTCP(local)
+            e.tcpOpts = SocketOptions.readTCP(local, options: e.opts)
             let info = TCPInfo(local)
             e.state = info.state
             if info.state == State.listen {
@@ -172,16 +172,10 @@ enum InetSocketResource {
         guard fd >= 0 else { throw CryoError("cannot make the socket for \(what)", errno: Errno(rawValue: errnoValue)) }
         do {
             if e.family == UInt32(AF_INET6) {
-                var v6only: Int32 = e.v6Only ? 1 : 0
-                guard setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, 4) == 0 else {
-                    throw CryoError("cannot set IPV6_V6ONLY on \(what)", errno: Errno(rawValue: errnoValue))
-                }
+                try SocketOptions.set(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(e.v6Only ? 1 : 0), "IPV6_V6ONLY", on: what)
             }
             if e.hasIpOpts && e.ipOpts.freebind {
-                var one: Int32 = 1
-                guard setsockopt(fd, freebindLevel(Int32(e.family)), freebindOption(Int32(e.family)), &one, 4) == 0 else {
-                    throw CryoError("cannot set IP_FREEBIND on \(what)", errno: Errno(rawValue: errnoValue))
-                }
+                try SocketOptions.set(fd, freebindLevel(Int32(e.family)), freebindOption(Int32(e.family)), Int32(1), "IP_FREEBIND", on: what)
             }
             let scope = e.hasIfname ? try interfaceIndex(e.ifname, what: what) : 0
             try SocketOptions.apply(e.opts, to: fd, tcp: tcp, what: what)

@@ -49,6 +49,20 @@ enum MemoryResource {
         }
     }
 
+    /// The first of the addresses `start`, `start + step`, ... (below `limit`) where `length`
+    /// bytes overlap none of `taken`; nil if there is none. Where restore puts what is its own
+    /// (the helper, spare shared-memory mappings) so that no dumped mapping is in the way.
+    static func freeAddress(length: UInt64, avoiding taken: [Range<UInt64>], from start: UInt64, step: UInt64,
+                            startingBelow limit: UInt64) -> UInt64? {
+        var candidate = start
+        while candidate < limit {
+            let range = candidate..<(candidate + length)
+            if !taken.contains(where: { $0.overlaps(range) }) { return candidate }
+            candidate += step
+        }
+        return nil
+    }
+
     /// smaps VmFlags → MADV_* advice worth putting back.
     static let adviceFlags: [(flag: String, advice: Int32)] = [
         ("hg", 14 /* MADV_HUGEPAGE */), ("nh", 15 /* MADV_NOHUGEPAGE */), ("dc", 10 /* MADV_DONTFORK */),

@@ -157,17 +157,14 @@ final class SharedMemoryTable {
     /// the kernel to choose, it could pick the hole where one of the owner's own mappings is
     /// about to be made with MAP_FIXED — which would then replace part of the spare.
     private func spareAddress(_ length: UInt64) throws -> UInt64 {
-        let step: UInt64 = 1 << 30
-        var candidate: UInt64 = 0x4000_0000_0000
-        while candidate + length <= 0x7fff_0000_0000 {
-            let range = candidate..<(candidate + length)
-            if !taken.contains(where: { $0.overlaps(range) }) {
-                taken.append(range)
-                return candidate
-            }
-            candidate += (length + step - 1) / step * step
+        let gib: UInt64 = 1 << 30, end: UInt64 = 0x7fff_0000_0000
+        guard length <= end, let address = MemoryResource.freeAddress(length: length, avoiding: taken, from: 0x4000_0000_0000,
+                                                                     step: (length + gib - 1) / gib * gib,
+                                                                     startingBelow: end - length + 1) else {
+            throw CryoError("no free address range of \(length) bytes for a shared memory object")
         }
-        throw CryoError("no free address range of \(length) bytes for a shared memory object")
+        taken.append(address..<(address + length))
+        return address
     }
 
     /// Maps VMA `v` (shared anonymous) into `process`, creating its object first if needed.

@@ -16,6 +16,15 @@ enum SocketOptions {
         return getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
     }
 
+    /// Sets option `name` at `level` of socket `fd` to `value` (an int, a `timeval`, a
+    /// `linger`...); the error names the option (`label`) and the socket (`what`).
+    static func set<T>(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: T, _ label: String, on what: String) throws {
+        var v = value
+        guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<T>.size)) == 0 else {
+            throw CryoError("cannot set \(label) on \(what)", errno: Errno(rawValue: errnoValue))
+        }
+    }
+
     /// The options of socket `fd`; `tcp` adds the TCP keepalive timings.
     static func read(_ fd: Int32, tcp: Bool) -> SkOptsEntry {
         func int(_ level: Int32, _ name: Int32) -> Int32? { SocketOptions.int(fd, level, name) }
@@ -64,16 +73,17 @@ enum SocketOptions {
         return o
     }
 
-    /// The TCP-level options of TCP socket `fd` that newer CRIU keeps in `tcp_opts` (the
-    /// keepalive timings are also in `sk_opts_entry`, where CRIU 3.17 reads them).
-    static func readTCP(_ fd: Int32) -> TcpOptsEntry {
+    /// The TCP-level options of TCP socket `fd` that newer CRIU keeps in `tcp_opts`. The
+    /// keepalive timings are also in `sk_opts_entry` (where CRIU 3.17 reads them): they are
+    /// taken from `options`, `read(fd, tcp: true)`, not asked for again.
+    static func readTCP(_ fd: Int32, options o: SkOptsEntry) -> TcpOptsEntry {
         func int(_ name: Int32) -> Int32? { SocketOptions.int(fd, Int32(IPPROTO_TCP), name) }
         var t = TcpOptsEntry()
         t.cork = (int(TCP_CORK) ?? 0) != 0
         t.nodelay = (int(TCP_NODELAY) ?? 0) != 0
-        if let v = int(TCP_KEEPCNT) { t.keepcnt = UInt32(bitPattern: v) }
-        if let v = int(TCP_KEEPIDLE) { t.keepidle = UInt32(bitPattern: v) }
-        if let v = int(TCP_KEEPINTVL) { t.keepintvl = UInt32(bitPattern: v) }
+        if o.hasTcpKeepcnt { t.keepcnt = o.tcpKeepcnt }
+        if o.hasTcpKeepidle { t.keepidle = o.tcpKeepidle }
+        if o.hasTcpKeepintvl { t.keepintvl = o.tcpKeepintvl }
         return t
     }
 
@@ -81,10 +91,7 @@ enum SocketOptions {
     /// timings come with `apply`).
     static func applyTCP(_ t: TcpOptsEntry, to fd: Int32, what: String) throws {
         for (on, name, label) in [(t.cork, TCP_CORK, "TCP_CORK"), (t.nodelay, TCP_NODELAY, "TCP_NODELAY")] where on {
-            var one: Int32 = 1
-            guard setsockopt(fd, Int32(IPPROTO_TCP), name, &one, 4) == 0 else {
-                throw CryoError("cannot set \(label) on \(what)", errno: Errno(rawValue: errnoValue))
-            }
+            try set(fd, Int32(IPPROTO_TCP), name, Int32(1), label, on: what)
         }
     }
 
@@ -92,17 +99,11 @@ enum SocketOptions {
     /// default are left alone: some need privileges even to be set to what they already are.
     static func apply(_ o: SkOptsEntry, to fd: Int32, tcp: Bool, what: String) throws {
         func set(_ level: Int32, _ name: Int32, _ value: Int32, _ label: String) throws {
-            var v = value
-            guard setsockopt(fd, level, name, &v, 4) == 0 else {
-                throw CryoError("cannot set \(label) on \(what)", errno: Errno(rawValue: errnoValue))
-            }
+            try SocketOptions.set(fd, level, name, value, label, on: what)
         }
         func setTimeout(_ name: Int32, _ sec: UInt64, _ usec: UInt64, _ label: String) throws {
             guard sec != 0 || usec != 0 else { return }
-            var t = timeval(tv_sec: Int(sec), tv_usec: Int(usec))
-            guard setsockopt(fd, SOL_SOCKET, name, &t, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
-                throw CryoError("cannot set \(label) on \(what)", errno: Errno(rawValue: errnoValue))
-            }
+            try SocketOptions.set(fd, SOL_SOCKET, name, timeval(tv_sec: Int(sec), tv_usec: Int(usec)), label, on: what)
         }
         // getsockopt reports twice what setsockopt was given (the kernel doubles it for its
         // bookkeeping); the FORCE variants ignore the sysctl maxima, as the sizes once fit.
@@ -134,10 +135,7 @@ enum SocketOptions {
         if o.soRcvlowat > 1 { try set(SOL_SOCKET, SO_RCVLOWAT, Int32(bitPattern: o.soRcvlowat), "SO_RCVLOWAT") }
         if o.soMark != 0 { try set(SOL_SOCKET, SO_MARK, Int32(bitPattern: o.soMark), "SO_MARK") }
         if o.hasSoLinger {
-            var l = Glibc.linger(l_onoff: 1, l_linger: Int32(bitPattern: o.soLinger))
-            guard setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<Glibc.linger>.size)) == 0 else {
-                throw CryoError("cannot set SO_LINGER on \(what)", errno: Errno(rawValue: errnoValue))
-            }
+            try SocketOptions.set(fd, SOL_SOCKET, SO_LINGER, Glibc.linger(l_onoff: 1, l_linger: Int32(bitPattern: o.soLinger)), "SO_LINGER", on: what)
         }
         if o.hasSoBoundDev && !o.soBoundDev.isEmpty {
             let r = o.soBoundDev.withCString { setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
