@@ -53,22 +53,28 @@ static int get_int(int fd, int level, int opt)
     return v;
 }
 
+/* Fills `a` with address `addr` (text) and `port` of `family`; returns its length. */
+static socklen_t make_address(struct sockaddr_storage *a, int family, const char *addr, int port)
+{
+    memset(a, 0, sizeof(*a));
+    if (family == AF_INET) {
+        struct sockaddr_in *s = (struct sockaddr_in *)a;
+        s->sin_family = AF_INET;
+        s->sin_port = htons(port);
+        inet_pton(AF_INET, addr, &s->sin_addr);
+        return sizeof(*s);
+    }
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)a;
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons(port);
+    inet_pton(AF_INET6, addr, &s->sin6_addr);
+    return sizeof(*s);
+}
+
 static void bind_to(int fd, int family, const char *addr)
 {
     struct sockaddr_storage a;
-    memset(&a, 0, sizeof(a));
-    socklen_t len;
-    if (family == AF_INET) {
-        struct sockaddr_in *s = (struct sockaddr_in *)&a;
-        s->sin_family = AF_INET;
-        inet_pton(AF_INET, addr, &s->sin_addr);
-        len = sizeof(*s);
-    } else {
-        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&a;
-        s->sin6_family = AF_INET6;
-        inet_pton(AF_INET6, addr, &s->sin6_addr);
-        len = sizeof(*s);
-    }
+    socklen_t len = make_address(&a, family, addr, 0);
     if (bind(fd, (struct sockaddr *)&a, len) != 0)
         die("bind %s", addr);
 }
@@ -119,21 +125,7 @@ static int connection_works(int l, int family, const char *addr, const char *wha
 {
     int c = sock(family, SOCK_STREAM);
     struct sockaddr_storage a;
-    memset(&a, 0, sizeof(a));
-    socklen_t len;
-    if (family == AF_INET) {
-        struct sockaddr_in *s = (struct sockaddr_in *)&a;
-        s->sin_family = AF_INET;
-        s->sin_port = htons(port_of(l));
-        inet_pton(AF_INET, addr, &s->sin_addr);
-        len = sizeof(*s);
-    } else {
-        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&a;
-        s->sin6_family = AF_INET6;
-        s->sin6_port = htons(port_of(l));
-        inet_pton(AF_INET6, addr, &s->sin6_addr);
-        len = sizeof(*s);
-    }
+    socklen_t len = make_address(&a, family, addr, port_of(l));
     int ok = check(connect(c, (struct sockaddr *)&a, len) == 0, "%s: connect to %s port %d: %s", what, addr,
                    port_of(l), strerror(errno));
     struct pollfd p = { .fd = l, .events = POLLIN };
